@@ -1,0 +1,169 @@
+"""Checks and conversions of user data at the model's boundary (fit, evaluate, predict).
+
+Everything is checked once, here, so layers and kernels can trust their inputs, and each
+message says what was received, what was expected and how to fix it.
+"""
+
+import numbers
+
+import numpy as np
+
+from .losses import CategoricalCrossentropy, SparseCategoricalCrossentropy
+
+
+def check_positive_int(value, arg, where, minimum=1):
+    """An int >= minimum (bools are not ints here)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{where}: {arg} must be an int >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def check_verbose(verbose, where):
+    """0 (silent), 1 (progress bar) or 2 (one line per epoch); 'auto' means 1."""
+    if verbose == "auto":
+        return 1
+    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+        raise ValueError(f"{where}: verbose must be 0, 1, 2 or 'auto', got {verbose!r}.")
+    return verbose
+
+
+def as_array(data, arg, where):
+    """np.asarray with a clear error for ragged lists, strings and objects."""
+    if data is None:
+        raise ValueError(f"{where}: {arg} is None; pass a NumPy array.")
+    try:
+        array = np.asarray(data)
+    except ValueError as exc:
+        raise ValueError(
+            f"{where}: {arg} could not be turned into an array ({exc}). Pass a NumPy array "
+            "whose samples all have the same shape."
+        ) from exc
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number)
+                                      or array.dtype == np.bool_):
+        raise TypeError(
+            f"{where}: {arg} must hold numbers, got dtype {array.dtype}. "
+            "Convert it first, e.g. np.asarray(x, dtype='float32')."
+        )
+    return array
+
+
+def check_x(model, x, where, arg="x"):
+    """Validate inputs against the model and convert them once to its dtype.
+
+    x: (N, *input_shape) of any real dtype -> C-contiguous array of model.dtype.
+    Builds an unbuilt model from x's shape, as Keras does.
+    """
+    x = as_array(x, arg, where)
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(f"{where}: {arg} is empty (shape {x.shape}); pass at least one sample.")
+    if not model.built:
+        first = model.layers[0] if model.layers else None
+        if first is None:
+            raise ValueError(f"{where}: the model has no layers; add some with model.add(...).")
+        if x.ndim < 2:
+            raise ValueError(
+                f"{where}: {arg} has shape {x.shape}; expected a batch (N, ...) of samples."
+            )
+        model.build(x.shape[1:])
+    expected = model.input_shape
+    if x.shape[1:] != expected:
+        raise ValueError(_shape_message(x.shape, expected, arg, where))
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise TypeError(f"{where}: {arg} is complex ({x.dtype}); pass real numbers.")
+    x = np.ascontiguousarray(x, dtype=model.dtype)
+    if not np.isfinite(x).all():
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise ValueError(
+            f"{where}: {arg} contains {bad} NaN or inf value(s). Clean the data first, e.g. "
+            f"np.nan_to_num(x), or drop those samples."
+        )
+    return x
+
+
+def _shape_message(got, expected, arg, where):
+    sample = got[1:]
+    want = "(N, " + ", ".join(map(str, expected)) + ")"
+    msg = f"{where}: {arg} has shape {got}, but the model expects {want}."
+    if len(expected) == 3 and expected[-1] == 1 and sample == expected[:2]:
+        msg += f" Add the channel axis: {arg} = {arg}.reshape(-1, {expected[0]}, {expected[1]}, 1)."
+    elif len(sample) != len(expected):
+        msg += f" Reshape it: {arg} = {arg}.reshape(-1, {', '.join(map(str, expected))})."
+    elif len(expected) == 3 and sample[-1] != expected[-1]:
+        msg += (f" The channel count differs ({sample[-1]} vs {expected[-1]}): images must be "
+                "channels-last (N, height, width, channels) with the channels the model was "
+                "built for.")
+    else:
+        msg += " Resize the inputs, or build a new model for this input size."
+    return msg
+
+
+def check_y(model, y, n_samples, where, arg="y"):
+    """Validate targets against the loss and the model's output; convert once.
+
+    Sparse loss: integer labels (N,) or (N, 1) in [0, K) -> int64 (N,).
+    Categorical loss: one-hot (N, K) -> model.dtype.
+    """
+    y = as_array(y, arg, where)
+    if y.ndim == 0 or y.shape[0] != n_samples:
+        got = "a scalar" if y.ndim == 0 else f"{y.shape[0]} samples (shape {y.shape})"
+        raise ValueError(
+            f"{where}: x has {n_samples} samples but {arg} has {got}. "
+            "x and y must have the same length along axis 0."
+        )
+    num_classes = model.output_shape[-1]
+    loss = model.loss
+    if isinstance(loss, SparseCategoricalCrossentropy):
+        if y.ndim == 2 and y.shape[1] == num_classes and num_classes > 1:
+            raise ValueError(
+                f"{where}: {arg} looks one-hot (shape {y.shape}) but the loss is "
+                "sparse_categorical_crossentropy, which takes integer labels (N,). Use "
+                "loss='categorical_crossentropy' or pass y.argmax(axis=1)."
+            )
+        if not (y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)):
+            raise ValueError(
+                f"{where}: sparse_categorical_crossentropy takes integer labels of shape (N,) "
+                f"or (N, 1), got {arg} of shape {y.shape}."
+            )
+        y = y.reshape(-1)
+        if not np.issubdtype(y.dtype, np.integer):
+            if not np.all(np.isfinite(y)) or not np.all(np.equal(np.mod(y, 1), 0)):
+                raise ValueError(
+                    f"{where}: sparse_categorical_crossentropy needs integer class labels, "
+                    f"got {arg} of dtype {y.dtype} with non-integer values "
+                    f"(e.g. {y[np.argmax(np.mod(np.nan_to_num(y, nan=0.5), 1) != 0)].item()!r}). "
+                    "Pass y.astype(int) if they are class indices."
+                )
+        outside = (y < 0) | (y >= num_classes)
+        if outside.any():
+            first = int(np.argmax(outside))
+            raise ValueError(
+                f"{where}: labels must be in [0, {num_classes - 1}] for a model with "
+                f"{num_classes} outputs, got {y[first].item()!r} at index {first} (values range from "
+                f"{y.min().item()} to {y.max().item()}). Check the labels, or give the last Dense layer as "
+                "many units as there are classes."
+            )
+        return y.astype(np.int64)
+    if isinstance(loss, CategoricalCrossentropy):
+        if y.ndim != 2 or y.shape[1] != num_classes:
+            hint = (" Labels look like integers: use loss='sparse_categorical_crossentropy' or "
+                    "one-hot encode them." if y.ndim == 1 else "")
+            raise ValueError(
+                f"{where}: categorical_crossentropy takes one-hot labels of shape "
+                f"(N, {num_classes}) to match the model's output, got {arg} of shape "
+                f"{y.shape}.{hint}"
+            )
+        y = np.ascontiguousarray(y, dtype=model.dtype)
+        if not np.isfinite(y).all():
+            raise ValueError(f"{where}: {arg} contains NaN or inf values.")
+        return y
+    raise TypeError(f"{where}: cannot check targets for loss {loss!r}.")
+
+
+def check_validation_split(value, where):
+    """A float in [0, 1)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < 1:
+        raise ValueError(
+            f"{where}: validation_split must be a float in [0, 1), got {value!r}. "
+            "E.g. validation_split=0.1 keeps the last 10% of the data for validation."
+        )
+    return float(value)
