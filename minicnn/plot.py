@@ -1,0 +1,573 @@
+"""Pictures of training: learning curves, predictions, confusion matrix, filters, feature maps.
+
+Every function builds a `matplotlib.figure.Figure` with an Agg canvas directly, without pyplot:
+no global state is touched, nothing pops up, it works on a headless server, and in a Jupyter
+notebook the returned figure is displayed like any other. Given `path`, the figure is also
+saved there as a PNG (written to a temporary file in the same folder, then renamed, so a reader
+never sees half a file).
+
+Pixel sizes are deterministic: each figure's size in inches is fixed (or a documented function of
+how much it shows) and `DPI` = 100, so a 10 x 4 inch figure is a 1000 x 400 pixel PNG.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+__all__ = [
+    "plot_history",
+    "plot_predictions",
+    "plot_confusion_matrix",
+    "plot_filters",
+    "plot_feature_maps",
+]
+
+DPI = 100  # pixels per inch of every figure and PNG
+MISTAKE_COLOR = "tab:red"  # titles and bars of wrong predictions
+TRUE_COLOR = "tab:green"  # the bar of the true class in plot_predictions
+OK_COLOR = "black"
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+def _new_figure(width_in: float, height_in: float) -> Figure:
+    """A Figure of the given size (inches) at DPI, with its own Agg canvas (no pyplot)."""
+    # Round to whole pixels first so that e.g. 2.3 * 3 inches is exactly 690 pixels.
+    width_px, height_px = round(width_in * DPI), round(height_in * DPI)
+    fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save_png(fig: Figure, path: str | os.PathLike | None, name: str) -> None:
+    """Write fig as a PNG to path atomically (temporary file in the same folder + os.replace)."""
+    if path is None:
+        return
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{name}: cannot save to '{path}': folder '{folder}' does not exist; create it first"
+        )
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=DPI)
+        # mkstemp creates the file readable by its owner only; give it the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _is_conv2d(layer) -> bool:
+    """True for a Conv2D layer (or a subclass of it), recognised by class name."""
+    return any(cls.__name__ == "Conv2D" for cls in type(layer).__mro__)
+
+
+def _int_array(values, what: str, name: str) -> np.ndarray:
+    """values -> 1-D int64 array; floats are accepted only if they hold whole numbers."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: {what} must be 1-D (N,), got shape {arr.shape}")
+    if arr.dtype == np.bool_ or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
+        raise ValueError(f"{name}: {what} must hold class numbers (ints), got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+            raise ValueError(
+                f"{name}: {what} must hold whole class numbers, got non-integer values such as "
+                f"{arr[~np.isfinite(arr) | (arr != np.round(arr))][:3]}"
+            )
+    arr = arr.astype(np.int64)
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{name}: {what} must be >= 0, got {arr.min()}")
+    return arr
+
+
+def _image_limits(images: np.ndarray) -> tuple[float | None, float | None]:
+    """Gray-scale limits for imshow: 0..255 for ints, 0..1 for floats in [0, 1], else auto."""
+    if np.issubdtype(images.dtype, np.integer):
+        return 0, 255
+    if images.size and images.min() >= 0 and images.max() <= 1:
+        return 0.0, 1.0
+    return None, None
+
+
+# --------------------------------------------------------------------------------------------
+# Learning curves
+# --------------------------------------------------------------------------------------------
+def _series(history: Mapping, keys: tuple[str, ...], n_epochs: int | None, name: str):
+    """The first of keys present in history as a float array, or None; checks its length."""
+    for key in keys:
+        if key in history:
+            values = np.asarray(history[key], dtype=np.float64).ravel()
+            if n_epochs is not None and values.size != n_epochs:
+                raise ValueError(
+                    f"{name}: history['{key}'] has {values.size} values but history['loss'] has "
+                    f"{n_epochs}; every list must have one value per epoch"
+                )
+            return values
+    return None
+
+
+def plot_history(history, path: str | os.PathLike | None = None) -> Figure:
+    """Learning curves: loss and accuracy per epoch, training and validation.
+
+    history: a dict of per-epoch lists -- 'loss' (required), 'accuracy' (or 'acc'), and
+        optionally 'val_loss', 'val_accuracy' (or 'val_acc') -- or an object with such a dict in
+        `.history` (the History returned by `model.fit`, as in Keras).
+    path: if given, the figure is also saved there as a PNG.
+    -> Figure of 10 x 4 inches = 1000 x 400 pixels: loss on the left, accuracy (in %) on the
+        right; the epoch with the lowest validation loss is marked.
+    """
+    name = "plot_history"
+    if not isinstance(history, Mapping) and isinstance(getattr(history, "history", None), Mapping):
+        history = history.history
+    if not isinstance(history, Mapping):
+        raise TypeError(
+            f"{name}: expected a dict of per-epoch lists or an object with a `.history` dict "
+            f"(what model.fit returns), got {type(history).__name__}"
+        )
+    if "loss" not in history:
+        raise ValueError(
+            f"{name}: history has no 'loss' (keys: {sorted(history)}); pass the History "
+            "returned by model.fit, or a dict like {'loss': [...], 'accuracy': [...]}"
+        )
+    loss = _series(history, ("loss",), None, name)
+    if loss.size == 0:
+        raise ValueError(f"{name}: history['loss'] is empty: train for at least one epoch")
+    n = loss.size
+    acc = _series(history, ("accuracy", "acc"), n, name)
+    val_loss = _series(history, ("val_loss",), n, name)
+    val_acc = _series(history, ("val_accuracy", "val_acc"), n, name)
+    epochs = np.arange(1, n + 1)
+    marker = "o" if n <= 30 else None  # dots help on short runs, clutter long ones
+
+    fig = _new_figure(10, 4)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    fig.suptitle(f"Training history ({n} epoch{'s' if n != 1 else ''})")
+
+    ax_loss.plot(epochs, loss, marker=marker, ms=4, color="tab:blue",
+                 label=f"train (last {loss[-1]:.4g})")
+    if val_loss is not None:
+        ax_loss.plot(epochs, val_loss, marker=marker, ms=4, ls="--", color="tab:orange",
+                     label=f"validation (last {val_loss[-1]:.4g})")
+        if np.isfinite(val_loss).any():
+            best = int(np.nanargmin(val_loss))
+            ax_loss.axvline(epochs[best], color="0.6", ls=":", lw=1)
+            ax_loss.plot(epochs[best], val_loss[best], "*", ms=12, color="tab:orange",
+                         label=f"best validation: epoch {epochs[best]}")
+    ax_loss.set(title="Loss", xlabel="epoch", ylabel="loss", xlim=(0.5, n + 0.5))
+    ax_loss.legend(fontsize=9)
+
+    if acc is None and val_acc is None:
+        ax_acc.text(0.5, 0.5, "no accuracy recorded\n(compile with metrics=['accuracy'])",
+                    ha="center", va="center", transform=ax_acc.transAxes, color="0.4")
+        ax_acc.set_axis_off()
+    else:
+        if acc is not None:
+            ax_acc.plot(epochs, acc, marker=marker, ms=4, color="tab:blue",
+                        label=f"train (last {acc[-1]:.2%})")
+        if val_acc is not None:
+            ax_acc.plot(epochs, val_acc, marker=marker, ms=4, ls="--", color="tab:orange",
+                        label=f"validation (last {val_acc[-1]:.2%})")
+        ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+        ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy", xlim=(0.5, n + 0.5))
+        ax_acc.legend(fontsize=9)
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+
+    _save_png(fig, path, name)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Predictions
+# --------------------------------------------------------------------------------------------
+def plot_predictions(images, probabilities, labels, path: str | os.PathLike | None = None,
+                     n: int = 25) -> Figure:
+    """A grid of digits, each titled "pred P / true T" (red if wrong) over its class probabilities.
+
+    images: (N, H, W) or (N, H, W, 1), uint8 0..255 or float (shown 0..1 if in [0, 1]).
+    probabilities: (N, K) model outputs, e.g. `model.predict(x)`; the prediction is the argmax.
+    labels: (N,) int true classes in 0..K-1.
+    n: how many of the first images to show (the first min(n, N)).
+    path: if given, the figure is also saved there as a PNG.
+    -> Figure with m = min(n, N) cells in c = ceil(sqrt(m)) columns and r = ceil(m / c) rows,
+        1.7 x 2.3 inches per cell plus 0.4 inch for the title: (170 c) x (230 r + 40) pixels,
+        e.g. 850 x 1190 for n = 25. Under each digit, K bars show the probabilities: the true
+        class in green and, for a mistake, the predicted class in red.
+    """
+    name = "plot_predictions"
+    images = np.asarray(images)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim != 3:
+        raise ValueError(
+            f"{name}: images must be (N, H, W) or (N, H, W, 1), got shape {images.shape}"
+        )
+    n_images = images.shape[0]
+    if n_images == 0:
+        raise ValueError(f"{name}: images is empty (shape {images.shape}); pass at least one")
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2 or probabilities.shape[0] != n_images:
+        raise ValueError(
+            f"{name}: probabilities must be (N, K) with N = {n_images} rows (one per image), "
+            f"got shape {probabilities.shape}"
+        )
+    n_classes = probabilities.shape[1]
+    if n_classes < 2:
+        raise ValueError(f"{name}: probabilities need K >= 2 classes, got shape "
+                         f"{probabilities.shape}")
+    if not np.isfinite(probabilities).all():
+        raise ValueError(f"{name}: probabilities contain NaN or infinite values")
+    labels = _int_array(labels, "labels", name)
+    if labels.shape[0] != n_images:
+        raise ValueError(
+            f"{name}: labels has {labels.shape[0]} entries but there are {n_images} images"
+        )
+    if labels.max() >= n_classes:
+        raise ValueError(
+            f"{name}: labels go up to {labels.max()} but probabilities have only {n_classes} "
+            f"classes (0..{n_classes - 1})"
+        )
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{name}: n must be a positive int, got {n!r}")
+
+    m = min(int(n), n_images)
+    cols = math.ceil(math.sqrt(m))
+    rows = math.ceil(m / cols)
+    predictions = probabilities[:m].argmax(axis=1)
+    wrong = int((predictions != labels[:m]).sum())
+    vmin, vmax = _image_limits(images[:m])
+
+    fig = _new_figure(1.7 * cols, 2.3 * rows + 0.4)
+    # The caption has to fit the figure's width, which grows with the number of columns.
+    if cols >= 5:
+        caption = (f"Predictions: {wrong} of {m} wrong (title: predicted / true class; "
+                   "bars: probabilities)")
+    elif cols >= 2:
+        caption = f"Predictions: {wrong} of {m} wrong"
+    else:
+        caption = f"{wrong} of {m} wrong"
+    fig.suptitle(caption, fontsize=11)
+    grid = fig.add_gridspec(2 * rows, cols, height_ratios=[3, 1] * rows)
+    classes = np.arange(n_classes)
+    for i in range(m):
+        r, c = divmod(i, cols)
+        pred, true = int(predictions[i]), int(labels[i])
+        color = OK_COLOR if pred == true else MISTAKE_COLOR
+
+        ax = fig.add_subplot(grid[2 * r, c])
+        ax.imshow(images[i], cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_title(f"pred {pred} / true {true}", color=color, fontsize=10,
+                     fontweight="normal" if pred == true else "bold")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if pred != true:
+            for spine in ax.spines.values():
+                spine.set_edgecolor(MISTAKE_COLOR)
+                spine.set_linewidth(2)
+
+        bar_ax = fig.add_subplot(grid[2 * r + 1, c])
+        bar_colors = ["0.7"] * n_classes
+        bar_colors[true] = TRUE_COLOR
+        if pred != true:
+            bar_colors[pred] = MISTAKE_COLOR
+        bar_ax.bar(classes, probabilities[i], color=bar_colors, width=0.8)
+        bar_ax.set_ylim(0, 1)
+        bar_ax.set_xlim(-0.6, n_classes - 0.4)
+        bar_ax.set_yticks([])
+        bar_ax.set_xticks(classes)
+        bar_ax.tick_params(axis="x", labelsize=6, length=0, pad=1)
+        for side in ("top", "right", "left"):
+            bar_ax.spines[side].set_visible(False)
+
+    _save_png(fig, path, name)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Confusion matrix
+# --------------------------------------------------------------------------------------------
+def plot_confusion_matrix(labels, predictions, path: str | os.PathLike | None = None,
+                          class_names=None) -> Figure:
+    """Confusion matrix: how often each true class (row) was predicted as each class (column).
+
+    labels: (N,) int true classes.
+    predictions: (N,) int predicted classes, or (N, K) probabilities/scores (argmax is taken).
+    class_names: optional K names for the ticks (default 0..K-1).
+    path: if given, the figure is also saved there as a PNG.
+    -> Figure of (2.8 + 0.55 K) x (1.6 + 0.55 K) inches, K = number of classes (at least 6 for
+        the size), e.g. 830 x 710 pixels for K = 10. Each cell shows its count; its colour is
+        the count divided by the row total (the fraction of that true class), so mistakes stay
+        visible beside a heavy diagonal. Each row's tick label gives the per-class accuracy
+        (recall); the title gives the overall accuracy.
+    """
+    name = "plot_confusion_matrix"
+    labels = _int_array(labels, "labels", name)
+    predictions = np.asarray(predictions)
+    n_scores = None
+    if predictions.ndim == 2:
+        if not np.isfinite(predictions.astype(np.float64)).all():
+            raise ValueError(f"{name}: predictions (probabilities) contain NaN or infinite values")
+        n_scores = predictions.shape[1]
+        predictions = predictions.argmax(axis=1)
+    predictions = _int_array(predictions, "predictions (classes (N,) or probabilities (N, K))",
+                             name)
+    if labels.size == 0:
+        raise ValueError(f"{name}: labels is empty; pass at least one sample")
+    if predictions.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"{name}: labels has {labels.shape[0]} entries but predictions has "
+            f"{predictions.shape[0]}; they must match one to one"
+        )
+    k = max(int(labels.max()), int(predictions.max())) + 1
+    if n_scores is not None:
+        k = max(k, n_scores)
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        if len(class_names) < k:
+            raise ValueError(
+                f"{name}: {len(class_names)} class_names given but the data has classes "
+                f"0..{k - 1} ({k} classes)"
+            )
+        k = len(class_names)
+    else:
+        class_names = [str(c) for c in range(k)]
+
+    counts = np.bincount(labels * k + predictions, minlength=k * k).reshape(k, k)
+    per_class = counts.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fraction = np.where(per_class[:, None] > 0, counts / per_class[:, None], 0.0)
+    correct = np.trace(counts)
+    total = counts.sum()
+
+    size = max(k, 6)  # a floor keeps room for the labels when there are only a few classes
+    fig = _new_figure(2.8 + 0.55 * size, 1.6 + 0.55 * size)
+    ax = fig.add_subplot()
+    im = ax.imshow(fraction, cmap="Blues", vmin=0.0, vmax=1.0)
+    cbar = fig.colorbar(im, ax=ax, shrink=0.8)
+    cbar.set_label("fraction of the true class")
+    cbar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    fontsize = 9 if k <= 12 else 7
+    for t in range(k):
+        for p in range(k):
+            value = counts[t, p]
+            if value == 0:
+                color = "0.75"
+            else:
+                color = "white" if fraction[t, p] > 0.5 else "black"
+            ax.text(p, t, str(value), ha="center", va="center", color=color, fontsize=fontsize)
+    ax.set_xticks(range(k), class_names)
+    if max(len(c) for c in class_names) > 3:  # long names would run into each other
+        ax.tick_params(axis="x", labelrotation=45)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+            label.set_rotation_mode("anchor")
+    row_names = [
+        f"{class_names[t]}  ({counts[t, t] / per_class[t]:.1%})" if per_class[t] else
+        f"{class_names[t]}  (n/a)"
+        for t in range(k)
+    ]
+    ax.set_yticks(range(k), row_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class  (its accuracy)")
+    ax.set_title(f"Confusion matrix: accuracy {correct / total:.2%} "
+                 f"({correct} of {total} correct)")
+    ax.tick_params(length=0)
+
+    _save_png(fig, path, name)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Filters and feature maps
+# --------------------------------------------------------------------------------------------
+def _first_conv_kernel(model, name: str) -> tuple[np.ndarray, str]:
+    for layer in model.layers:
+        if _is_conv2d(layer):
+            weights = layer.get_weights()
+            if not weights:
+                raise ValueError(
+                    f"{name}: layer '{layer.name}' has no weights yet; build the model first "
+                    "(call model.build(input_shape) or fit it)"
+                )
+            return np.asarray(weights[0]), f"layer '{layer.name}'"
+    # No Conv2D found: list what there is, so a typo in the model is easy to spot.
+    kinds = [type(layer).__name__ for layer in model.layers]
+    raise ValueError(f"{name}: the model has no Conv2D layer (its layers: {kinds})")
+
+
+def plot_filters(model_or_kernel, path: str | os.PathLike | None = None) -> Figure:
+    """The kernels of the first convolution, one small image per filter.
+
+    model_or_kernel: a kernel array (KH, KW, C, F) (Keras layout), or a model whose first
+        Conv2D layer in `model.layers` gives it (`layer.get_weights()[0]`).
+    path: if given, the figure is also saved there as a PNG.
+    -> Figure with F cells in c = min(F, 8) columns and r = ceil(F / c) rows, 1.1 inch per cell
+        plus 1.0 inch for the colour bar and 0.6 for the title: (110 c + 100) x (110 r + 60)
+        pixels, e.g. 980 x 500 for 32 filters. With C > 1 input channels each cell is the mean
+        over channels. One diverging colour scale, symmetric around 0 (red > 0, blue < 0, white
+        = 0) and shared by all filters so their strengths compare.
+    """
+    name = "plot_filters"
+    if hasattr(model_or_kernel, "layers"):
+        kernel, source = _first_conv_kernel(model_or_kernel, name)
+    else:
+        kernel, source = np.asarray(model_or_kernel), None
+    if kernel.ndim != 4 or 0 in kernel.shape:
+        raise ValueError(
+            f"{name}: expected a conv kernel (KH, KW, C, F) or a model with a Conv2D layer, got "
+            f"an array of shape {kernel.shape}"
+        )
+    kernel = kernel.astype(np.float64)
+    if not np.isfinite(kernel).all():
+        raise ValueError(f"{name}: the kernel contains NaN or infinite values (training diverged?)")
+    kh, kw, c, f = kernel.shape
+    shown = kernel.mean(axis=2)  # (KH, KW, F)
+    limit = float(np.abs(shown).max()) or 1.0
+
+    cols = min(f, 8)
+    rows = math.ceil(f / cols)
+    fig = _new_figure(1.1 * cols + 1.0, 1.1 * rows + 0.6)
+    channels = "1 input channel" if c == 1 else f"mean of {c} input channels"
+    where = f", {source}" if source else ""
+    sep = ": " if cols >= 6 else "\n"  # a narrow figure gets a two-line title
+    fig.suptitle(f"First-layer filters{sep}{f} x {kh}x{kw}, {channels}{where}", fontsize=11)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    im = None
+    for i, ax in enumerate(axes):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= f:
+            ax.set_axis_off()
+            continue
+        im = ax.imshow(shown[:, :, i], cmap="RdBu_r", vmin=-limit, vmax=limit,
+                       interpolation="nearest")
+        ax.set_title(f"{i}", fontsize=8, pad=2)
+    fig.colorbar(im, ax=axes.tolist(), shrink=0.8, label="weight")
+
+    _save_png(fig, path, name)
+    return fig
+
+
+def _as_single_batch(image, name: str) -> np.ndarray:
+    """(H, W), (H, W, C) or (1, H, W, C) -> (1, H, W, C) float32; uint8 is scaled to [0, 1]."""
+    arr = np.asarray(image)
+    original = arr.shape
+    if arr.ndim == 2:
+        arr = arr[None, :, :, None]
+    elif arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[0] != 1:
+        raise ValueError(
+            f"{name}: image must be one image (H, W), (H, W, C) or (1, H, W, C), e.g. (28, 28), "
+            f"(28, 28, 1) or (1, 28, 28, 1); got shape {original}. For a batch, pass x[i]."
+        )
+    if arr.dtype == np.uint8:
+        arr = arr / 255.0  # the usual scaling of MNIST before training
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: image contains NaN or infinite values")
+    return arr
+
+
+def plot_feature_maps(model, image, path: str | os.PathLike | None = None,
+                      max_maps: int = 16) -> Figure:
+    """What each convolution sees: the output channels of every Conv2D layer for one image.
+
+    model: has `.layers`; each layer has `.name` and `.forward(x, training=False)`.
+    image: (28, 28), (28, 28, 1) or (1, 28, 28, 1) -- any (H, W[, C]) the model takes -- float
+        as the model was trained on; uint8 is divided by 255. Run as a float32 batch of 1
+        through the layers in order, up to the last Conv2D.
+    max_maps: how many channels (the first ones) to show per Conv2D layer.
+    path: if given, the figure is also saved there as a PNG.
+    -> Figure with one row for the input and one per Conv2D layer (titled with the layer's name
+        and output shape), c = max shown channels (at least 4) columns at 1.0 inch and 1.5 inch
+        per row: (100 c + 20) x (150 rows) pixels, e.g. 1620 x 450 for two conv layers and
+        max_maps = 16. Each map has its own colour scale (viridis: dark = low, yellow = high).
+    """
+    name = "plot_feature_maps"
+    if not hasattr(model, "layers"):
+        raise TypeError(f"{name}: model must have a `.layers` list, got {type(model).__name__}")
+    if isinstance(max_maps, bool) or not isinstance(max_maps, (int, np.integer)) or max_maps < 1:
+        raise ValueError(f"{name}: max_maps must be a positive int, got {max_maps!r}")
+    layers = list(model.layers)
+    conv_positions = [i for i, layer in enumerate(layers) if _is_conv2d(layer)]
+    if not conv_positions:
+        kinds = [type(layer).__name__ for layer in layers]
+        raise ValueError(f"{name}: the model has no Conv2D layer (its layers: {kinds})")
+    x = _as_single_batch(image, name)
+    input_image = x[0]
+
+    maps = []  # (layer name, output shape, (H, W, F) output of the single image)
+    for i, layer in enumerate(layers[: conv_positions[-1] + 1]):
+        try:
+            x = np.asarray(layer.forward(x, training=False))
+        except Exception as err:
+            raise ValueError(
+                f"{name}: layer {i} '{getattr(layer, 'name', '?')}' ({type(layer).__name__}) "
+                f"failed on input of shape {x.shape}: {err}"
+            ) from err
+        if _is_conv2d(layer):
+            if x.ndim != 4 or x.shape[0] != 1:
+                raise ValueError(
+                    f"{name}: Conv2D layer '{layer.name}' returned shape {x.shape}, expected "
+                    "(1, H, W, F)"
+                )
+            maps.append((layer.name, x.shape, x[0]))
+
+    cols = max(4, max(min(max_maps, out.shape[-1]) for _, _, out in maps))
+    n_rows = 1 + len(maps)
+    fig = _new_figure(1.0 * cols + 0.2, 1.5 * n_rows)
+    subfigs = np.atleast_1d(fig.subfigures(n_rows, 1))
+
+    def row_axes(subfig):
+        axes = subfig.subplots(1, cols, squeeze=False)[0]
+        for ax in axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        return axes
+
+    axes = row_axes(subfigs[0])
+    channels = input_image.shape[-1]
+    shown = input_image[:, :, 0] if channels == 1 else input_image.mean(axis=-1)
+    axes[0].imshow(shown, cmap="gray", interpolation="nearest")
+    for ax in axes[1:]:
+        ax.set_axis_off()
+    subfigs[0].suptitle(f"input {(1, *input_image.shape)}", fontsize=10, x=0.02, ha="left")
+
+    for subfig, (layer_name, shape, out) in zip(subfigs[1:], maps, strict=True):
+        k = min(max_maps, out.shape[-1])
+        axes = row_axes(subfig)
+        for ch, ax in enumerate(axes):
+            if ch >= k:
+                ax.set_axis_off()
+                continue
+            ax.imshow(out[:, :, ch], cmap="viridis", interpolation="nearest")
+            ax.set_title(f"ch {ch}", fontsize=7, pad=2)
+        subfig.suptitle(
+            f"{layer_name}: output {tuple(shape)}, channels 0-{k - 1} of {shape[-1]}",
+            fontsize=10, x=0.02, ha="left",
+        )
+
+    _save_png(fig, path, name)
+    return fig
