@@ -460,12 +460,15 @@ def _fetch(session, url: str, out, f: DatasetFile, opt: _Options) -> int:
                                  f"gzip of this {f.size}-byte file can be", transient=False)
         received = 0
         head = b""
+        # read1 (urllib3 >= 2) returns what has arrived instead of waiting for a full chunk,
+        # so the progress bar moves on slow links.
+        read = getattr(resp.raw, "read1", resp.raw.read)
         bar = _progress(f.name, length, opt.show_progress)
         try:
             while True:
                 try:
                     # decode_content=False: store exactly the bytes sent (the .gz itself).
-                    chunk = resp.raw.read(_CHUNK, decode_content=False)
+                    chunk = read(_CHUNK, decode_content=False)
                 except urllib3.exceptions.ReadTimeoutError:
                     raise _MirrorFailure(
                         f"stalled: no data for {opt.read_timeout:g} s after {received} bytes",
@@ -487,7 +490,7 @@ def _fetch(session, url: str, out, f: DatasetFile, opt: _Options) -> int:
                 if received > limit:
                     raise _MirrorFailure(f"response is longer than the {limit} bytes a gzip of "
                                          f"this {f.size}-byte file can be", transient=False)
-                out.write(chunk)
+                _write_all(out, chunk)
                 if bar is not None:
                     bar.update(len(chunk))
         finally:
@@ -498,6 +501,12 @@ def _fetch(session, url: str, out, f: DatasetFile, opt: _Options) -> int:
             raise _MirrorFailure(f"wrong length: received {received} bytes, Content-Length "
                                  f"says {length}", transient=True)
         return received
+
+
+def _write_all(out, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[out.write(view):]
 
 
 def _sniff(head: bytes, final: bool) -> None:
@@ -574,9 +583,9 @@ def _download_file(session, spec: Dataset, f: DatasetFile, mirrors: list[str],
                 raise _DirectoryNotWritable(e) from e
             done = False
             try:
-                with os.fdopen(fd, "wb") as out:
+                # Unbuffered: each chunk goes straight to the file (they are 64 KiB anyway).
+                with os.fdopen(fd, "wb", buffering=0) as out:
                     _fetch(session, url, out, f, opt)
-                    out.flush()
                     os.fsync(out.fileno())
                 arr = _load_verified(tmp, f)
                 os.replace(tmp, final)
