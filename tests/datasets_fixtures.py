@@ -7,6 +7,7 @@ lead owns).
 from __future__ import annotations
 
 import ctypes
+import functools
 import gzip
 import hashlib
 import http.server
@@ -16,6 +17,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -98,8 +100,9 @@ class MirrorServer:
     URL ``/<mirror>/<file>``: ``modes[mirror]`` says how that mirror behaves:
     ``'ok'``, an int status (404, 500...), ``'html'`` (200 + HTML page), ``'html-octet'``
     (HTML body labelled application/octet-stream), ``'truncated'`` (full Content-Length, half
-    the body), ``'stall'`` (headers + 100 bytes, then silence), ``'badsum'`` (valid gzip of
-    wrong data), ``'notgzip'`` (raw payload), ``'slow'`` (ok after ``delay`` s),
+    the body), ``'stall'`` (headers + up to 100 bytes, then silence), ``'silent'`` (no answer
+    at all), ``'badsum'`` (valid gzip of wrong data), ``'notgzip'`` (raw payload), ``'slow'``
+    (ok after ``delay`` s),
     ``('redirect', base_url)`` (302 to base_url + file). ``log`` records (mirror, file, host).
     """
 
@@ -195,6 +198,10 @@ class MirrorServer:
             h.wfile.flush()
             h.close_connection = True
             return None
+        if mode == "silent":
+            self.release.wait(60)  # read the request, never answer
+            h.close_connection = True
+            return None
         if mode == "stall":
             h.send_response(200)
             h.send_header("Content-Type", "application/octet-stream")
@@ -281,9 +288,21 @@ def spec_args(spec: Dataset, data_dir: Path, **extra) -> dict:
     }
 
 
-def can_drop_dac_override() -> bool:
-    """Whether a root child can be made subject to file permissions (Linux capabilities)."""
-    return os.geteuid() != 0 or sys.platform.startswith("linux")
+@functools.lru_cache(maxsize=1)
+def permissions_apply_to_children() -> bool:
+    """Whether a child started with ``unprivileged=True`` is refused writing a 0o555 folder
+    (as root this needs dropping CAP_DAC_OVERRIDE, which a container may not allow)."""
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o555)
+        try:
+            pre = _drop_dac_override if os.geteuid() == 0 else None
+            r = subprocess.run([sys.executable, "-c", f"open({os.path.join(d, 'x')!r}, 'w')"],
+                               capture_output=True, preexec_fn=pre)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        finally:
+            os.chmod(d, 0o755)
+        return r.returncode != 0 and b"PermissionError" in r.stderr
 
 
 def _drop_dac_override():  # runs in the child between fork and exec

@@ -8,6 +8,7 @@ import gzip
 import io
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -24,7 +25,9 @@ try:
 except ImportError:  # tests/ is a package
     from tests import datasets_fixtures as fx
 
-FAST = dict(connect_timeout=2.0, read_timeout=0.3, attempts=2, backoff=0.01)
+FAST = dict(connect_timeout=5.0, read_timeout=5.0, attempts=2, backoff=0.01)
+# For the stalled-server cases only: long enough for a loaded machine to answer on loopback.
+STALL = dict(FAST, read_timeout=0.4)
 
 
 @pytest.fixture(autouse=True)
@@ -125,15 +128,17 @@ BAD_MODES = {
     404: ("HTTP 404",), 500: ("HTTP 500",), "html": ("HTML page",),
     "html-octet": ("HTML page",), "truncated": ("truncated",), "stall": ("stalled",),
     "badsum": ("SHA-256", "expected"), "notgzip": ("not gzip",),
+    "silent": ("no response within",),
 }
-RETRIED = {500, "truncated", "stall"}
+RETRIED = {500, "truncated", "stall", "silent"}
 
 
 @pytest.mark.parametrize("mode", list(BAD_MODES), ids=str)
 def test_bad_first_mirror_falls_back_to_good_one(tiny, server, tmp_path, mode):
     server.modes["bad"] = mode
     spec = tiny.spec([server.url("bad"), server.url("good")])
-    assert_tiny(dl.load_dataset(spec, data_dir=tmp_path, verbose=0, **FAST), tiny)
+    opts = STALL if mode in ("stall", "silent") else FAST
+    assert_tiny(dl.load_dataset(spec, data_dir=tmp_path, verbose=0, **opts), tiny)
     tries = 2 if mode in RETRIED else 1
     for n in fx.NAMES:
         assert server.count("bad", n) == tries
@@ -149,8 +154,9 @@ def test_all_mirrors_bad_raises_one_clear_error(tiny, server, tmp_path, mode):
     server.modes["bad1"] = mode
     server.modes["bad2"] = mode
     spec = tiny.spec([server.url("bad1"), server.url("bad2")])
+    opts = STALL if mode in ("stall", "silent") else FAST
     with pytest.raises(datasets.DatasetDownloadError) as ei:
-        dl.load_dataset(spec, data_dir=tmp_path, verbose=0, **FAST)
+        dl.load_dataset(spec, data_dir=tmp_path, verbose=0, **opts)
     err = ei.value
     assert isinstance(err, OSError)
     msg = str(err)
@@ -170,6 +176,19 @@ def test_all_mirrors_bad_raises_one_clear_error(tiny, server, tmp_path, mode):
     assert "MINICNN_DATA_DIR" in msg and "MINICNN_TINY_MIRRORS" in msg
     assert err.directory == folder
     assert data_files(folder) == []  # nothing left that a later call could take for data
+
+
+def test_refused_connection_is_retried_then_next_mirror(tiny, server, tmp_path):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    closed = f"http://127.0.0.1:{sock.getsockname()[1]}/m/"
+    sock.close()  # nothing listens there now
+    spec = tiny.spec([closed, server.url("good")])
+    assert_tiny(dl.load_dataset(spec, data_dir=tmp_path, verbose=0, **FAST), tiny)
+    with pytest.raises(datasets.DatasetDownloadError) as ei:
+        dl.load_dataset(tiny.spec([closed]), data_dir=tmp_path / "2", verbose=0, **FAST)
+    assert [u for u, _ in ei.value.attempts] == [closed + fx.NAMES[0]] * 2
+    assert str(ei.value).count("connection failed") == 2
 
 
 def test_http_redirect_to_other_mirror_is_followed(tiny, server, tmp_path):
@@ -435,13 +454,12 @@ def test_lock_held_too_long_gives_clear_timeout(tiny, server, tmp_path):
 # --------------------------------------------------------------------------- read-only
 
 
-needs_caps = pytest.mark.skipif(not fx.can_drop_dac_override(),
-                                reason="root elsewhere than Linux cannot drop CAP_DAC_OVERRIDE")
-
-
 @pytest.fixture
 def readonly(tmp_path):
     """chmod folders read-only; restore at the end so tmp_path can be removed."""
+    if not fx.permissions_apply_to_children():
+        pytest.skip("cannot start a child process that file permissions apply to (root "
+                    "without the right to drop CAP_DAC_OVERRIDE)")
     made = []
 
     def make(*paths):
@@ -454,7 +472,6 @@ def readonly(tmp_path):
         p.chmod(0o755)
 
 
-@needs_caps
 def test_readonly_directory_with_valid_files_loads_without_writing(tiny, server, tmp_path,
                                                                    readonly):
     folder = tmp_path / "tiny"
@@ -468,7 +485,6 @@ def test_readonly_directory_with_valid_files_loads_without_writing(tiny, server,
     assert server.count() == 0
 
 
-@needs_caps
 @pytest.mark.parametrize("subdir_exists", [False, True])
 def test_unwritable_directory_needing_a_download_is_a_clear_error(tiny, server, tmp_path,
                                                                   readonly, subdir_exists):

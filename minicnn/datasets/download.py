@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import secrets
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -62,6 +63,7 @@ MAX_REDIRECTS = 5
 _CHUNK = 1 << 16
 _LOCK_NAME = ".lock"
 _PART_SUFFIX = ".part"
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows would otherwise translate newlines
 
 
 class DatasetDownloadError(OSError):
@@ -528,10 +530,13 @@ def _short(e: BaseException) -> str:
 def _progress(name: str, total: int | None, show: bool):
     if not show:
         return None
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
+    # A terminal reporting its size as 0x0 (e.g. under `script`) makes tqdm hide the bar;
+    # shutil falls back to $COLUMNS/$LINES or 80x24 there.
+    cols, rows = shutil.get_terminal_size()
     return tqdm(total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
-                file=sys.stderr, leave=True, dynamic_ncols=True)
+                file=sys.stderr, leave=True, ncols=cols, nrows=rows)
 
 
 def _part_name(name: str) -> str:
@@ -578,7 +583,7 @@ def _download_file(session, spec: Dataset, f: DatasetFile, mirrors: list[str],
                 time.sleep(opt.backoff * 2 ** (attempt - 2))
             tmp = directory / _part_name(f.name)
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
             except OSError as e:
                 raise _DirectoryNotWritable(e) from e
             done = False
@@ -605,13 +610,16 @@ def _download_file(session, spec: Dataset, f: DatasetFile, mirrors: list[str],
                         tmp.unlink()
                     except FileNotFoundError:
                         pass
-            if opt.attempts > 1:
+            if transient and opt.attempts > 1:
                 reason += f" (attempt {attempt} of {opt.attempts})"
             tried.append((url, reason))
+            retry = transient and attempt < opt.attempts
+            last_mirror = base == mirrors[-1]
             logger.info("%s: %s", url, reason)
-            if opt.show_progress:
-                print(f"{url}: {reason}", file=sys.stderr)
-            if not transient:
+            if opt.show_progress and (retry or not last_mirror):
+                then = "trying again" if retry else "trying the next mirror"
+                print(f"{url}: {reason}; {then}", file=sys.stderr)
+            if not retry:
                 break
     lines = "\n".join(f"  - {u}: {r}" for u, r in tried)
     raise DatasetDownloadError(
@@ -666,7 +674,7 @@ def load_dataset(
     """
     if not isinstance(spec, Dataset):
         raise TypeError(f"load_dataset: spec must be a Dataset, got {type(spec).__name__}")
-    if isinstance(verbose, bool) or not isinstance(verbose, int):
+    if not isinstance(verbose, int):
         raise TypeError(f"load_data: verbose must be an int (0 or 1), got {verbose!r}")
     if mirrors is not None:
         resolve_mirrors(spec, mirrors)  # reject a bad argument now, not only when downloading
