@@ -435,11 +435,11 @@ def _fetch(session, url: str, out, f: DatasetFile, opt: _Options) -> int:
         raise _MirrorFailure(f"no response within {opt.read_timeout:g} s (stalled)",
                              transient=True) from None
     except requests.exceptions.SSLError as e:
-        raise _MirrorFailure(f"TLS error: {_short(e)}", transient=False) from None
+        raise _MirrorFailure(f"TLS error: {_root_cause(e)}", transient=False) from None
     except requests.exceptions.TooManyRedirects:
         raise _MirrorFailure(f"more than {MAX_REDIRECTS} redirects", transient=False) from None
     except requests.exceptions.RequestException as e:
-        raise _MirrorFailure(f"connection failed: {_short(e)}", transient=True) from None
+        raise _MirrorFailure(f"connection failed: {_root_cause(e)}", transient=True) from None
 
     with resp:
         if resp.status_code != 200:
@@ -522,9 +522,28 @@ def _sniff(head: bytes, final: bool) -> None:
             raise _MirrorFailure(f"not gzip data: got {what}", transient=False)
 
 
-def _short(e: BaseException) -> str:
+def _short(e: BaseException | str) -> str:
     s = str(e) or type(e).__name__
     return s if len(s) <= 200 else s[:197] + "..."
+
+
+def _root_cause(e: BaseException) -> str:
+    """The innermost reason of a requests/urllib3 error, e.g. '[Errno 111] Connection
+    refused' instead of a 300-character 'Max retries exceeded' wrapper."""
+    seen = set()
+    while id(e) not in seen:
+        seen.add(id(e))
+        inner = getattr(e, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = e.args[0] if e.args and isinstance(e.args[0], BaseException) else None
+        if inner is None:
+            break
+        e = inner
+    s = str(e) or type(e).__name__
+    # urllib3 puts the connection's repr first: "HTTPConnection(host=..., port=...): why".
+    if s.startswith(("HTTPConnection(", "HTTPSConnection(")) and "): " in s:
+        s = s.split("): ", 1)[1]
+    return _short(s)
 
 
 def _progress(name: str, total: int | None, show: bool):
