@@ -165,6 +165,7 @@ def test_all_mirrors_bad_raises_one_clear_error(tiny, server, tmp_path, mode):
         assert server.url(m) + first in msg
     for word in BAD_MODES[mode]:
         assert msg.count(word) >= 2, msg
+    assert ".part" not in msg  # temporary names mean nothing to the user
     tries = 2 if mode in RETRIED else 1
     assert [u for u, _ in err.attempts] == ([server.url("bad1") + first] * tries
                                             + [server.url("bad2") + first] * tries)

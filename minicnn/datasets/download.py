@@ -621,7 +621,8 @@ def _download_file(session, spec: Dataset, f: DatasetFile, mirrors: list[str],
                 reason, transient = e.reason, e.transient
             except (IDXFormatError, _ChecksumError) as e:
                 # The message starts with the temporary path, which means nothing to a user.
-                reason = "downloaded file failed verification: " + str(e).split(": ", 1)[-1]
+                why = str(e).replace(f"{tmp}: ", "")
+                reason = f"downloaded file failed verification: {why}"
                 transient = False
             finally:
                 if not done:
