@@ -1,0 +1,29 @@
+"""Data sets in the Keras style: ``minicnn.datasets.mnist.load_data()`` and
+``minicnn.datasets.fashion_mnist.load_data()``, plus the IDX reader and the download
+machinery they share."""
+
+from . import fashion_mnist, mnist
+from .download import (
+    CacheDirectoryError,
+    Dataset,
+    DatasetDownloadError,
+    DatasetFile,
+    DatasetLockTimeoutError,
+    get_data_dir,
+    load_dataset,
+)
+from .idx import IDXFormatError, read_idx
+
+__all__ = [
+    "CacheDirectoryError",
+    "Dataset",
+    "DatasetDownloadError",
+    "DatasetFile",
+    "DatasetLockTimeoutError",
+    "IDXFormatError",
+    "fashion_mnist",
+    "get_data_dir",
+    "load_dataset",
+    "mnist",
+    "read_idx",
+]

@@ -1,0 +1,214 @@
+"""Reader for the IDX file format used by MNIST and Fashion-MNIST.
+
+An IDX file is a 4-byte magic number ``0x00 0x00 <dtype code> <ndim>``, then ``ndim``
+big-endian uint32 dimension sizes, then the data in C order, big-endian. MNIST images
+are magic 2051 (``0x00000803``: uint8, 3 dimensions), labels magic 2049 (``0x00000801``:
+uint8, 1 dimension). Files may be gzip-compressed; compression is detected from the
+content (gzip magic ``1f 8b``), not from the file name.
+
+Every problem with a file raises :class:`IDXFormatError` naming the file and what is wrong,
+so a truncated or malformed file never surfaces as a NumPy reshape error.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import numpy as np
+
+__all__ = [
+    "IDXFormatError",
+    "IMAGES_MAGIC",
+    "LABELS_MAGIC",
+    "check_pair",
+    "parse_idx",
+    "read_idx",
+    "read_payload",
+]
+
+IMAGES_MAGIC = 2051
+LABELS_MAGIC = 2049
+
+_GZIP_MAGIC = b"\x1f\x8b"
+# IDX type code -> big-endian NumPy dtype.
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_KINDS = {"images": IMAGES_MAGIC, "labels": LABELS_MAGIC}
+_READ_CHUNK = 1 << 20
+
+
+class IDXFormatError(ValueError):
+    """An IDX file (or its gzip wrapper) is truncated or malformed; the message names the file."""
+
+
+def read_payload(path: str | os.PathLike, max_size: int | None = None) -> bytearray:
+    """Read a file and return its IDX payload, gunzipping it if it is gzip-compressed.
+
+    path: a ``.gz`` or raw IDX file (detected from the content). max_size: refuse payloads
+    larger than this many bytes (protects against a hostile or broken gzip stream).
+    Returns a writable ``bytearray`` so arrays made from it are writable without a copy.
+    Raises IDXFormatError for a truncated or corrupt gzip stream or an oversized payload,
+    OSError if the file cannot be read.
+    """
+    with open(path, "rb") as f:
+        head = f.read(2)
+        f.seek(0)
+        if head != _GZIP_MAGIC:
+            data = bytearray(f.read() if max_size is None else f.read(max_size + 1))
+            if max_size is not None and len(data) > max_size:
+                raise IDXFormatError(
+                    f"{os.fspath(path)}: file is larger than the expected {max_size} bytes"
+                )
+            return data
+        return _gunzip(f, os.fspath(path), max_size)
+
+
+def _gunzip(f, name: str, max_size: int | None) -> bytearray:
+    # Streamed inflate into one bytearray: as fast as gzip.decompress (~0.2 s for MNIST's
+    # 47 MB training images) but the result is writable, so arrays need no extra copy, and
+    # max_size bounds memory before a hostile stream can inflate without limit.
+    out = bytearray()
+    # 16 + MAX_WBITS: expect a gzip header and check the CRC32/ISIZE trailer.
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    consumed = 0
+    members = 0
+    between = False  # True after a member ended: only padding or a new member may follow
+    pending = b""
+    while True:
+        if len(pending) < 2:
+            more = f.read(_READ_CHUNK)
+            if not more and not pending:
+                break
+            consumed += len(more)
+            pending += more
+        if between:
+            if pending.strip(b"\x00") == b"":
+                pending = b""  # NUL padding after the last member is tolerated, as gzip does
+                continue
+            if pending[:2] != _GZIP_MAGIC:
+                raise IDXFormatError(
+                    f"{name}: unexpected bytes after gzip member {members} (not gzip data)"
+                )
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            between = False
+        limit = 0 if max_size is None else max(max_size + 1 - len(out), 1)
+        try:
+            out += d.decompress(pending, limit)
+        except zlib.error as e:
+            raise IDXFormatError(f"{name}: corrupt gzip data ({e})") from None
+        if max_size is not None and len(out) > max_size:
+            raise IDXFormatError(
+                f"{name}: decompressed data is larger than the expected {max_size} bytes"
+            )
+        if d.eof:
+            members += 1
+            between = True
+            pending = d.unused_data
+        else:
+            pending = d.unconsumed_tail
+    if not between:
+        raise IDXFormatError(
+            f"{name}: truncated gzip stream (ends after {consumed} compressed bytes, "
+            f"{len(out)} bytes decompressed); delete the file and download it again"
+        )
+    return out
+
+
+def _describe_magic(magic: int) -> str:
+    code, ndim = (magic >> 8) & 0xFF, magic & 0xFF
+    dtype = _IDX_DTYPES.get(code)
+    kind = dtype.newbyteorder("=").name if dtype is not None else f"unknown type 0x{code:02x}"
+    return f"{magic} ({kind}, {ndim} dimension{'s' if ndim != 1 else ''})"
+
+
+def parse_idx(
+    payload: bytes | bytearray | memoryview, source: str = "<bytes>", kind: str | None = None
+) -> np.ndarray:
+    """Parse an uncompressed IDX payload into an array of its stored shape and type.
+
+    payload: the raw IDX bytes. source: name used in error messages (usually the path).
+    kind: ``'images'`` to require magic 2051 (uint8, 3-D), ``'labels'`` to require magic
+    2049 (uint8, 1-D), or None to accept any valid IDX type.
+    Returns e.g. images ``(N, rows, cols) uint8`` or labels ``(N,) uint8``; multi-byte types
+    are converted to native byte order. The array shares memory with ``payload`` when the
+    type is one byte wide (writable if ``payload`` is a bytearray).
+    Raises IDXFormatError if the header or the length is wrong.
+    """
+    if kind is not None and kind not in _KINDS:
+        raise ValueError(f"parse_idx: kind must be 'images', 'labels' or None, got {kind!r}")
+    n = len(payload)
+    if n < 4:
+        raise IDXFormatError(
+            f"{source}: file is only {n} bytes long, too short for an IDX header (4 bytes)"
+        )
+    magic = int.from_bytes(payload[:4], "big")
+    if magic >> 16 != 0:
+        raise IDXFormatError(
+            f"{source}: not an IDX file: magic number is 0x{magic:08x}, its first two bytes "
+            "must be zero (expected 2051 for images or 2049 for labels)"
+        )
+    if kind is not None and magic != _KINDS[kind]:
+        raise IDXFormatError(
+            f"{source}: expected an IDX {kind} file with magic number "
+            f"{_describe_magic(_KINDS[kind])}, got {_describe_magic(magic)}"
+        )
+    code, ndim = (magic >> 8) & 0xFF, magic & 0xFF
+    dtype = _IDX_DTYPES.get(code)
+    if dtype is None:
+        raise IDXFormatError(
+            f"{source}: unknown IDX data type byte 0x{code:02x} in magic number {magic}; "
+            f"valid type bytes are {', '.join(f'0x{c:02x}' for c in _IDX_DTYPES)}"
+        )
+    header = 4 + 4 * ndim
+    if n < header:
+        raise IDXFormatError(
+            f"{source}: truncated header: {ndim} dimensions need a {header}-byte header, "
+            f"file has {n} bytes"
+        )
+    shape = tuple(int.from_bytes(payload[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    actual = n - header
+    if actual != expected:
+        dims = "x".join(map(str, shape)) or "scalar"
+        what = "truncated" if actual < expected else f"{actual - expected} extra bytes at the end"
+        raise IDXFormatError(
+            f"{source}: {what}: header says {dims} {dtype.newbyteorder('=').name} = "
+            f"{expected} data bytes, file has {actual} data bytes after the {header}-byte header"
+        )
+    arr = np.frombuffer(payload, dtype=dtype, count=expected // dtype.itemsize, offset=header)
+    arr = arr.reshape(shape)
+    if dtype.itemsize > 1:
+        arr = arr.astype(dtype.newbyteorder("="))
+    return arr
+
+
+def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
+    """Read an IDX file, gzip-compressed or raw, into a NumPy array.
+
+    path: e.g. ``train-images-idx3-ubyte.gz``. kind: ``'images'``, ``'labels'`` or None
+    (see :func:`parse_idx`). Returns the array in its stored shape, e.g. MNIST training
+    images ``(60000, 28, 28) uint8``. Raises IDXFormatError naming the file and the problem
+    for a bad magic number, unknown type byte, truncated or oversized data, or broken gzip.
+    """
+    return parse_idx(read_payload(path), source=os.fspath(path), kind=kind)
+
+
+def check_pair(images: np.ndarray, labels: np.ndarray, images_source: str,
+               labels_source: str) -> None:
+    """Check that an images array ``(N, ...)`` and a labels array ``(N,)`` have the same N.
+
+    Raises IDXFormatError naming both files when the counts differ.
+    """
+    if images.shape[:1] != labels.shape[:1]:
+        raise IDXFormatError(
+            f"{images_source} holds {images.shape[0]} images but {labels_source} holds "
+            f"{labels.shape[0]} labels; the pair must have the same count (mixed-up or "
+            "partial files?)"
+        )
