@@ -11,9 +11,10 @@ optimizers.py, callbacks.py, saving.py, gradcheck.py, datasets/.
 
 __version__ = "0.1.0"
 
-from . import activations, callbacks, initializers, layers, losses, models, optimizers
+from . import activations, callbacks, datasets, initializers, layers, losses, models, optimizers
 from .backend import set_random_seed
 from .gradcheck import gradcheck
+from .preprocessing import preprocess_digit
 
-__all__ = ["activations", "callbacks", "initializers", "layers", "losses", "models",
-           "optimizers", "gradcheck", "set_random_seed", "__version__"]
+__all__ = ["activations", "callbacks", "datasets", "initializers", "layers", "losses", "models",
+           "optimizers", "gradcheck", "preprocess_digit", "set_random_seed", "__version__"]

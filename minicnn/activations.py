@@ -56,7 +56,8 @@ class Softmax(Activation):
     name = "softmax"
 
     def forward(self, z):
-        shifted = z - z.max(axis=-1, keepdims=True)  # subtracting the max keeps exp from overflowing
+        # Subtracting the max keeps exp from overflowing.
+        shifted = z - z.max(axis=-1, keepdims=True)
         e = np.exp(shifted, out=shifted)
         e /= e.sum(axis=-1, keepdims=True)
         return e

@@ -181,7 +181,8 @@ def _format_value(value):
 
 
 class Progbar:
-    """Keras's progress line: `1875/1875 ━━━━━━━━━━━━━━━━━━━━ 4s 2ms/step - accuracy: 0.95 - loss: 0.16`.
+    """Keras's progress line:
+    `1875/1875 ━━━━━━━━━━━━━━━━━━━━ 4s 2ms/step - accuracy: 0.95 - loss: 0.16`.
 
     On a terminal (or in Jupyter) the line is redrawn in place at most every `interval`
     seconds, showing the time left; elsewhere only the finished line is printed, so logs get
@@ -213,7 +214,8 @@ class Progbar:
         if finished:
             timing = f"{_format_duration(elapsed)} {_format_per_step(per_step)}"
         else:
-            timing = f"{_format_duration(per_step * (self.target - current))} {_format_per_step(per_step)}"
+            eta = per_step * (self.target - current)
+            timing = f"{_format_duration(eta)} {_format_per_step(per_step)}"
         metrics = "".join(f" - {k}: {_format_value(v)}" for k, v in sorted(values.items()))
         return f"{current:>{digits}}/{self.target} {bar} {timing}{metrics}"
 

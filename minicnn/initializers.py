@@ -46,7 +46,8 @@ _BY_NAME = {f.__name__: f for f in (glorot_uniform, he_normal, zeros, ones)}
 
 
 def get(identifier, where="initializer"):
-    """Resolve a name ('glorot_uniform', 'he_normal', 'zeros', 'ones') or a callable(shape, dtype)."""
+    """Resolve a name ('glorot_uniform', 'he_normal', 'zeros', 'ones') or a callable
+    (shape, dtype) -> array."""
     if callable(identifier):
         return identifier
     if isinstance(identifier, str) and identifier.lower() in _BY_NAME:

@@ -138,9 +138,9 @@ def check_y(model, y, n_samples, where, arg="y"):
             first = int(np.argmax(outside))
             raise ValueError(
                 f"{where}: labels must be in [0, {num_classes - 1}] for a model with "
-                f"{num_classes} outputs, got {y[first].item()!r} at index {first} (values range from "
-                f"{y.min().item()} to {y.max().item()}). Check the labels, or give the last Dense layer as "
-                "many units as there are classes."
+                f"{num_classes} outputs, got {y[first].item()!r} at index {first} (values "
+                f"range from {y.min().item()} to {y.max().item()}). Check the labels, or give "
+                "the last Dense layer as many units as there are classes."
             )
         return y.astype(np.int64)
     if isinstance(loss, CategoricalCrossentropy):

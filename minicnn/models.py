@@ -12,9 +12,8 @@ from . import losses as losses_module
 from . import optimizers as optimizers_module
 from .activations import Softmax
 from .backend import get_rng, standardize_dtype
-from .callbacks import History, ProgbarLogger, Progbar
-from .inputs import (check_positive_int, check_validation_split, check_verbose, check_x,
-                     check_y)
+from .callbacks import History, Progbar, ProgbarLogger
+from .inputs import check_positive_int, check_validation_split, check_verbose, check_x, check_y
 from .layers import Layer
 from .layers import get_class as layer_class
 from .layers.base import ActivatedLayer, unique_name
@@ -72,7 +71,8 @@ class Sequential:
         if self.layers and layer.dtype != self.layers[0].dtype:
             raise ValueError(
                 f"Sequential.add: {layer.where} is {layer.dtype} but the model is "
-                f"{self.layers[0].dtype}; give all layers the same dtype (or Sequential(dtype=...))."
+                f"{self.layers[0].dtype}; give all layers the same dtype "
+                "(or Sequential(dtype=...))."
             )
         if self.layers and layer.declared_input_shape is not None:
             raise ValueError(
@@ -124,7 +124,8 @@ class Sequential:
         """Choose the optimizer ('adam', 'sgd' or an instance), the loss (name or instance)
         and metrics (['accuracy'] or none)."""
         if loss is None:
-            raise ValueError("compile: loss is required, e.g. loss='sparse_categorical_crossentropy'.")
+            raise ValueError(
+                "compile: loss is required, e.g. loss='sparse_categorical_crossentropy'.")
         self.optimizer = optimizers_module.get(optimizer)
         self.loss = losses_module.get(loss)
         names = []

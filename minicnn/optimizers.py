@@ -74,7 +74,7 @@ class SGD(Optimizer):
 
     def _update(self, pairs):
         lr, momentum = self.learning_rate, self.momentum
-        for (grad, param), slot in zip(pairs, self._slots):
+        for (grad, param), slot in zip(pairs, self._slots, strict=True):
             if momentum == 0:
                 param -= lr * grad
                 continue
@@ -115,7 +115,7 @@ class Adam(Optimizer):
         t = self.iterations
         b1, b2 = self.beta_1, self.beta_2
         alpha = self.learning_rate * math.sqrt(1 - b2**t) / (1 - b1**t)
-        for (grad, param), (m, v) in zip(pairs, self._slots):
+        for (grad, param), (m, v) in zip(pairs, self._slots, strict=True):
             m += (1 - b1) * (grad - m)
             v += (1 - b2) * (grad * grad - v)
             param -= alpha * m / (np.sqrt(v) + self.epsilon)

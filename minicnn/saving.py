@@ -99,7 +99,8 @@ class _ModelFile:
         try:
             self.header = json.loads(self.arrays.pop(_HEADER).tobytes().decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"load_model: the header of {self.path} is corrupted ({exc}).") from exc
+            raise ValueError(
+                f"load_model: the header of {self.path} is corrupted ({exc}).") from exc
         if not isinstance(self.header, dict) or self.header.get("format") != FORMAT:
             raise ValueError(f"load_model: {self.path} is not a minicnn model file.")
         version = self.header.get("version")

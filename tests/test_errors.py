@@ -32,7 +32,8 @@ def data(rng):
 
 def raises(exc_type, *fragments):
     """pytest.raises whose message must contain every fragment (regex-escaped)."""
-    return pytest.raises(exc_type, match="(?s)" + "".join(f"(?=.*{re.escape(f)})" for f in fragments))
+    pattern = "".join(f"(?=.*{re.escape(fragment)})" for fragment in fragments)
+    return pytest.raises(exc_type, match="(?s)" + pattern)
 
 
 def test_missing_channel_axis_says_to_reshape(model, data):

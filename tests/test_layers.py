@@ -1,4 +1,4 @@
-"""Layer forward values against independent NumPy math, Keras's shapes and the config/weights API."""
+"""Layer forward values against independent NumPy math, Keras's shapes, config and weights."""
 
 import numpy as np
 import pytest
@@ -22,7 +22,8 @@ def test_conv2d_forward_matches_naive_convolution_and_keras_same_rule(rng):
     left, right = keras_same_pads(8, 4, 1)
     assert (top, bottom, left, right) == (1, 1, 1, 2)  # extra column on the right
     kernel, bias = layer.get_weights()
-    expected = np.maximum(reference.conv2d_naive(x, kernel, bias, (2, 1), (top, bottom, left, right)), 0)
+    pads = (top, bottom, left, right)
+    expected = np.maximum(reference.conv2d_naive(x, kernel, bias, (2, 1), pads), 0)
     assert y.shape == (2, 4, 8, 5) == (2, *layer.output_shape)
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
 

@@ -1,6 +1,5 @@
 """Every layer's backward against central finite differences, in float64 (error < 1e-6)."""
 
-import numpy as np
 import pytest
 from conftest import distinct_values
 

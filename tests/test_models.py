@@ -96,7 +96,7 @@ def test_same_seed_gives_bit_identical_training(rng):
         model = small_model()
         model.fit(x, y, epochs=2, batch_size=10, verbose=0)
         weights.append(model.get_weights())
-    for a, b in zip(*weights):
+    for a, b in zip(*weights, strict=True):
         np.testing.assert_array_equal(a, b)
     minicnn.set_random_seed(12)
     other = small_model()
@@ -231,7 +231,7 @@ def test_early_stopping_restores_best_weights(rng):
     assert stopper.stopped_epoch is not None and len(losses) < 30
     best = int(np.argmin(losses))
     assert losses[-1] >= losses[best] and len(losses) == best + 2
-    for got, want in zip(model.get_weights(), recorder.weights[best]):
+    for got, want in zip(model.get_weights(), recorder.weights[best], strict=True):
         np.testing.assert_array_equal(got, want)
 
 

@@ -414,3 +414,18 @@ def test_openmp_wait_policy_default_respects_user_choice(preset, expected):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("module", [reference, kernels], ids=["reference", "kernels"])
+def test_conv_backward_without_dx_gives_the_same_parameter_gradients(module):
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2, 6, 5, 3))
+    kernel = rng.normal(size=(3, 3, 3, 4))
+    y, cols = module.conv2d_forward(x, kernel, None, (1, 2), (1, 1, 1, 1))
+    dy = rng.normal(size=y.shape)
+    full = module.conv2d_backward(dy, x.shape, cols, kernel, (1, 2), (1, 1, 1, 1))
+    skipped = module.conv2d_backward(dy, x.shape, cols, kernel, (1, 2), (1, 1, 1, 1),
+                                     compute_dx=False)
+    assert skipped[0] is None
+    np.testing.assert_array_equal(skipped[1], full[1])
+    np.testing.assert_array_equal(skipped[2], full[2])

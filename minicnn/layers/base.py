@@ -2,7 +2,7 @@
 
     layer.build(input_shape)        # shape without the batch axis; creates layer.params
     y  = layer.forward(x, training)  # caches on the layer what backward needs
-    dx = layer.backward(dy)          # fills layer.grads (same keys and shapes as params), returns dL/dx
+    dx = layer.backward(dy)          # fills layer.grads (keys/shapes as params), returns dL/dx
 
 backward never updates weights: that is the optimizer's job. No layer divides by the batch
 size: the loss does that once. `layer(x)` is the checked entry point for direct use (it builds,
@@ -150,8 +150,8 @@ class Layer:
             self.build(x.shape[1:])
         elif tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
-                f"{self.where}: built for inputs of shape (N, {', '.join(map(str, self.input_shape))})"
-                f", got {x.shape}."
+                f"{self.where}: built for inputs of shape "
+                f"(N, {', '.join(map(str, self.input_shape))}), got {x.shape}."
             )
         return self.forward(np.ascontiguousarray(x, dtype=self.dtype), training=training)
 
@@ -173,7 +173,7 @@ class Layer:
                 f"{self.where}: set_weights expected {len(self.params)} arrays "
                 f"({', '.join(self.params) or 'none'}), got {len(weights)}."
             )
-        for (key, current), new in zip(self.params.items(), weights):
+        for (key, current), new in zip(self.params.items(), weights, strict=True):
             new = np.asarray(new)
             if new.shape != current.shape:
                 raise ValueError(
@@ -219,7 +219,8 @@ class ActivatedLayer(Layer):
         self.activation = activations.get(activation, f"{self.where}: activation")
         self.kernel_initializer = initializers.get(kernel_initializer,
                                                    f"{self.where}: kernel_initializer")
-        self.bias_initializer = initializers.get(bias_initializer, f"{self.where}: bias_initializer")
+        self.bias_initializer = initializers.get(bias_initializer,
+                                                 f"{self.where}: bias_initializer")
         self.use_bias = bool(use_bias)
         self._output = None
 

@@ -2,6 +2,8 @@
 `ops/reference.py` (readable NumPy) and `ops/kernels.py` (the Numba twin used here).
 """
 
+import numpy as np
+
 from .. import ops
 from .base import ActivatedLayer, normalize_padding, normalize_tuple
 
@@ -20,7 +22,7 @@ class Conv2D(ActivatedLayer):
         super().__init__(activation=activation, use_bias=use_bias,
                          kernel_initializer=kernel_initializer,
                          bias_initializer=bias_initializer, **kwargs)
-        if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
+        if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters < 1:
             raise ValueError(f"{self.where}: filters must be a positive int, got {filters!r}.")
         self.filters = filters
         self.kernel_size = normalize_tuple(kernel_size, 2, "kernel_size", self.where)
@@ -38,7 +40,8 @@ class Conv2D(ActivatedLayer):
                 f"{self.where}: expects inputs of shape (N, height, width, channels), got "
                 f"per-sample shape {input_shape}.{hint}"
             )
-        for axis, size, k in zip(("height", "width"), input_shape[:2], self.kernel_size):
+        sizes = zip(("height", "width"), input_shape[:2], self.kernel_size, strict=True)
+        for axis, size, k in sizes:
             if self.padding == "valid" and k > size:
                 raise ValueError(
                     f"{self.where}: kernel_size {self.kernel_size} is bigger than the input "
@@ -71,8 +74,9 @@ class Conv2D(ActivatedLayer):
         return self._output
 
     def backward_preactivation(self, dz):
-        dx, dkernel, dbias = ops.conv2d_backward(dz, self._x_shape, self._cols,
-                                                 self.params["kernel"], self.strides, self._pads)
+        dx, dkernel, dbias = ops.conv2d_backward(
+            dz, self._x_shape, self._cols, self.params["kernel"], self.strides, self._pads,
+            use_bias=self.use_bias, compute_dx=self.compute_input_gradient)
         self.grads["kernel"] = dkernel
         if self.use_bias:
             self.grads["bias"] = dbias

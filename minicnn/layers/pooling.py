@@ -24,7 +24,7 @@ class MaxPooling2D(Layer):
                 f"{self.where}: expects inputs of shape (N, height, width, channels), got "
                 f"per-sample shape {input_shape}."
             )
-        for axis, size, p in zip(("height", "width"), input_shape[:2], self.pool_size):
+        for axis, size, p in zip(("height", "width"), input_shape[:2], self.pool_size, strict=True):
             if self.padding == "valid" and p > size:
                 raise ValueError(
                     f"{self.where}: pool_size {self.pool_size} is bigger than the input {axis} "

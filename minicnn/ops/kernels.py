@@ -226,16 +226,20 @@ def conv2d_forward(x, kernel, bias, strides, pads):
     return y.reshape(n_batch, out_h, out_w, n_filters), cols
 
 
-def conv2d_backward(dy, x_shape, cols, kernel, strides, pads, *, use_bias=True):
+def conv2d_backward(dy, x_shape, cols, kernel, strides, pads, *, use_bias=True,
+                    compute_dx=True):
     """Gradients of conv2d_forward (fast twin of reference.conv2d_backward).
 
     dy: (N, OH, OW, F) -> (dx (N, H, W, C), dkernel (KH, KW, C, F), dbias (F,) or None when
     ``use_bias=False``), all dy.dtype; summed over the batch, never averaged.
+    ``compute_dx=False`` returns dx as None (for a network's first layer).
     """
     kh, kw, _, n_filters = kernel.shape
     dy2 = np.ascontiguousarray(dy).reshape(-1, n_filters)
     dkernel = (cols.T @ dy2).reshape(kernel.shape)
     dbias = dy2.sum(axis=0) if use_bias else None
+    if not compute_dx:  # the first layer: nobody needs dL/d(input), skip the scatter
+        return None, dkernel, dbias
     dcols = dy2 @ kernel.reshape(-1, n_filters).T
     dx = col2im(dcols, x_shape, kh, kw, strides, pads)
     return dx, dkernel, dbias

@@ -127,7 +127,8 @@ def conv2d_forward(x, kernel, bias, strides, pads):
     return y.reshape(n_batch, oh, ow, n_filters), cols
 
 
-def conv2d_backward(dy, x_shape, cols, kernel, strides, pads, *, use_bias=True):
+def conv2d_backward(dy, x_shape, cols, kernel, strides, pads, *, use_bias=True,
+                    compute_dx=True):
     """Gradients of conv2d_forward, given dL/dy.
 
     dy: (N, OH, OW, F), x_shape (N, H, W, C), cols from conv2d_forward, kernel (KH, KW, C, F)
@@ -139,11 +140,14 @@ def conv2d_backward(dy, x_shape, cols, kernel, strides, pads, *, use_bias=True):
         dx      = col2im(dY @ kernel.reshape(KH*KW*C, F).T)
 
     Sums over the batch, never averages (the loss divides by the batch size).
+    ``compute_dx=False`` returns dx as None (for a network's first layer).
     """
     kh, kw, _, n_filters = kernel.shape
     dy2 = dy.reshape(-1, n_filters)
     dkernel = (cols.T @ dy2).reshape(kernel.shape)
     dbias = dy2.sum(axis=0) if use_bias else None
+    if not compute_dx:  # the first layer: nobody needs dL/d(input), skip the scatter
+        return None, dkernel, dbias
     dcols = dy2 @ kernel.reshape(-1, n_filters).T
     dx = col2im(dcols, x_shape, kh, kw, strides, pads)
     return dx, dkernel, dbias
