@@ -1,0 +1,471 @@
+"""Forward and backward time per batch, layer by layer: minicnn (Numba ops, NumPy reference ops,
+the layer objects fit() runs) and PyTorch when installed, with GFLOP/s next to each figure.
+
+Cases: every layer of the Keras MNIST tutorial model at its real input shape, and a few other
+convolutions with stride 2 and 'same' padding (odd and even sizes, so Keras's extra bottom/right
+padding row is exercised). float32, batch 32 by default.
+
+Implementations (columns):
+  numba  minicnn.ops.conv2d_forward / conv2d_backward, maxpool2d_* (the Numba kernels + BLAS)
+  numpy  minicnn.ops.reference: the same ops in readable NumPy
+  layer  the minicnn layer object (Conv2D without activation, MaxPooling2D, Dense): forward,
+         then backward, as fit() calls them (workspace reuse included)
+  torch  torch.nn.functional under autograd: forward, then backward from the same dL/dy
+         (NCHW unless --torch-channels-last; 'same' with stride 2 pads explicitly, as PyTorch
+         rejects padding='same' for strided convolutions)
+
+Backward computes the parameter gradients and dL/dx, except for the tutorial's first layer
+where fit() skips dL/dx (nobody needs the gradient of the images). FLOPs: a multiply-add counts
+2; conv forward 2*N*OH*OW*F*KH*KW*C, backward that once per gradient (kernel, input); pooling
+counts one comparison per window element forward and one addition per output backward.
+
+    PYTHONPATH=. python benchmarks/bench_layers.py                # all cases, all implementations
+    PYTHONPATH=. python benchmarks/bench_layers.py --quick --impls numba,numpy,layer
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+# Read before minicnn is imported: minicnn.ops sets a default for it (see import_torch).
+_USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
+IMPLS = ("numba", "numpy", "layer", "torch")
+SCHEMA = "minicnn-bench-layers/1"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmarked layer: kind 'conv' | 'pool' | 'dense', per-sample input shape, settings.
+
+    conv: filters, kernel (KH, KW), strides, padding; pool: pool (PH, PW) (strides = pool);
+    dense: units. need_dx=False for the tutorial's first layer (fit() skips dL/dx there).
+    """
+
+    name: str
+    kind: str
+    input_shape: tuple
+    filters: int = 0
+    kernel: tuple = (3, 3)
+    strides: tuple = (1, 1)
+    padding: str = "valid"
+    units: int = 0
+    need_dx: bool = True
+    group: str = "tutorial"
+
+    def describe(self):
+        """'conv 3x3/2 same, 28x28x1 -> 14x14x32' style summary of the case."""
+        shape = "x".join(str(s) for s in self.input_shape)
+        out = "x".join(str(s) for s in self.output_shape())
+        if self.kind == "conv":
+            kind = (f"conv {self.kernel[0]}x{self.kernel[1]}/{self.strides[0]} {self.padding}"
+                    + ("" if self.need_dx else ", no dx"))
+        elif self.kind == "pool":
+            kind = f"maxpool {self.kernel[0]}x{self.kernel[1]}"
+        else:
+            kind = "dense"
+        return f"{kind}, {shape} -> {out}"
+
+    def geometry(self):
+        """(OH, OW, pads) with Keras's padding rule (conv and pool)."""
+        from minicnn import ops
+
+        h, w = self.input_shape[:2]
+        strides = self.kernel if self.kind == "pool" else self.strides
+        return ops.conv_geometry((h, w), self.kernel, strides, self.padding)
+
+    def output_shape(self):
+        """Per-sample output shape."""
+        if self.kind == "dense":
+            return (self.units,)
+        out_h, out_w, _ = self.geometry()
+        channels = self.filters if self.kind == "conv" else self.input_shape[2]
+        return (out_h, out_w, channels)
+
+    def flops(self, batch):
+        """(forward FLOPs, backward FLOPs) for one batch."""
+        if self.kind == "conv":
+            out_h, out_w, _ = self.geometry()
+            kh, kw = self.kernel
+            fwd = 2 * batch * out_h * out_w * self.filters * kh * kw * self.input_shape[2]
+            return fwd, fwd * (2 if self.need_dx else 1)
+        if self.kind == "pool":
+            out_h, out_w, _ = self.geometry()
+            outputs = batch * out_h * out_w * self.input_shape[2]
+            return outputs * self.kernel[0] * self.kernel[1], outputs
+        fwd = 2 * batch * self.input_shape[0] * self.units
+        return fwd, fwd * (2 if self.need_dx else 1)
+
+
+TUTORIAL_CASES = (
+    Case("conv1", "conv", (28, 28, 1), filters=25, need_dx=False),
+    Case("pool1", "pool", (26, 26, 25), kernel=(2, 2)),
+    Case("conv2", "conv", (13, 13, 25), filters=64),
+    Case("pool2", "pool", (11, 11, 64), kernel=(2, 2)),
+    Case("conv3", "conv", (5, 5, 64), filters=64),
+    Case("pool3", "pool", (3, 3, 64), kernel=(2, 2)),
+    Case("dense1", "dense", (64,), units=64),
+    Case("dense2", "dense", (64,), units=10),
+)
+STRIDE2_CASES = tuple(
+    Case(name, "conv", shape, filters=f, kernel=k, strides=(2, 2), padding="same", group="stride2")
+    for name, shape, f, k in (
+        ("s2-mnist", (28, 28, 1), 32, (3, 3)),
+        ("s2-mnist-5x5", (28, 28, 1), 32, (5, 5)),
+        ("s2-cifar", (32, 32, 3), 32, (3, 3)),
+        ("s2-wide", (32, 32, 32), 64, (3, 3)),
+        ("s2-odd", (15, 15, 32), 64, (3, 3)),
+        ("s2-deep", (16, 16, 64), 128, (3, 3)),
+    )
+)
+CASES = TUTORIAL_CASES + STRIDE2_CASES
+
+
+def parse_args(argv=None):
+    """Command-line options; --quick: batch 8, tutorial cases only, short timing loops."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--impls", default=None,
+                   help=f"comma-separated from {', '.join(IMPLS)} (default: all available)")
+    p.add_argument("--cases", default="all",
+                   help="'all', 'tutorial', 'stride2' or comma-separated case names "
+                        f"({', '.join(c.name for c in CASES)})")
+    p.add_argument("--min-time", type=float, default=0.3,
+                   help="seconds of timed calls per case and implementation (at least "
+                        "--min-repeats calls)")
+    p.add_argument("--min-repeats", type=int, default=5)
+    p.add_argument("--max-repeats", type=int, default=500)
+    p.add_argument("--torch-channels-last", action="store_true")
+    p.add_argument("--torch-threads", type=int, default=None)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out-dir", default=str(_common.RESULTS_DIR))
+    p.add_argument("--no-json", action="store_true", help="print only, write no JSON")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batch_size, args.min_time, args.min_repeats = 8, 0.02, 2
+        if args.cases == "all":
+            args.cases = "tutorial"
+    if args.impls is None:
+        args.impls = [i for i in IMPLS
+                      if i != "torch" or importlib.util.find_spec("torch") is not None]
+    else:
+        args.impls = [i.strip() for i in args.impls.split(",") if i.strip()]
+        unknown = [i for i in args.impls if i not in IMPLS]
+        if unknown:
+            p.error(f"--impls: unknown {unknown}; choose from {', '.join(IMPLS)}")
+    if args.cases == "all":
+        args.cases = list(CASES)
+    elif args.cases in ("tutorial", "stride2"):
+        args.cases = [c for c in CASES if c.group == args.cases]
+    else:
+        by_name = {c.name: c for c in CASES}
+        names = [n.strip() for n in args.cases.split(",") if n.strip()]
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            p.error(f"--cases: unknown {unknown}; choose from {', '.join(by_name)}")
+        args.cases = [by_name[n] for n in names]
+    return args
+
+
+# ----------------------------------------------------------------------------------- timing
+
+
+def time_pair(forward, backward, min_time, min_repeats, max_repeats):
+    """Per-call seconds: (forward times, backward times), one entry per timed repeat.
+
+    Each repeat runs forward (timed), then backward on its result (timed separately); two
+    untimed repeats go first (JIT compilation, caches). Repeats until both min_repeats and
+    min_time are reached, or max_repeats."""
+    for _ in range(2):
+        backward(forward())
+    fwd, bwd = [], []
+    started = time.perf_counter()
+    while len(fwd) < max_repeats and (len(fwd) < min_repeats
+                                      or time.perf_counter() - started < min_time):
+        t0 = time.perf_counter()
+        state = forward()
+        t1 = time.perf_counter()
+        backward(state)
+        t2 = time.perf_counter()
+        fwd.append(t1 - t0)
+        bwd.append(t2 - t1)
+    return fwd, bwd
+
+
+def make_inputs(case, batch, seed=0):
+    """float32 (x, dy, params) for a case: x (N, *input_shape), dy (N, *output_shape)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, *case.input_shape), dtype=np.float32)
+    dy = rng.standard_normal((batch, *case.output_shape()), dtype=np.float32)
+    params = {}
+    if case.kind == "conv":
+        c = case.input_shape[2]
+        params["kernel"] = rng.standard_normal((*case.kernel, c, case.filters),
+                                               dtype=np.float32) * 0.1
+        params["bias"] = rng.standard_normal(case.filters, dtype=np.float32) * 0.1
+    elif case.kind == "dense":
+        params["kernel"] = rng.standard_normal((case.input_shape[0], case.units),
+                                               dtype=np.float32) * 0.1
+        params["bias"] = rng.standard_normal(case.units, dtype=np.float32) * 0.1
+    return x, dy, params
+
+
+def ops_callables(case, module, x, dy, params):
+    """(forward, backward) on minicnn.ops (Numba) or minicnn.ops.reference (NumPy); None for
+    dense layers, which have no op of their own."""
+    if case.kind == "dense":
+        return None
+    _oh, _ow, pads = case.geometry()
+    if case.kind == "conv":
+        kernel, bias = params["kernel"], params["bias"]
+
+        def forward():
+            return module.conv2d_forward(x, kernel, bias, case.strides, pads)[1]
+
+        def backward(cols):
+            module.conv2d_backward(dy, x.shape, cols, kernel, case.strides, pads,
+                                   use_bias=True, compute_dx=case.need_dx)
+
+        return forward, backward
+
+    def pool_forward():
+        return module.maxpool2d_forward(x, case.kernel, case.kernel, pads)[1]
+
+    def pool_backward(argmax):
+        module.maxpool2d_backward(dy, argmax, x.shape)
+
+    return pool_forward, pool_backward
+
+
+def layer_callables(case, x, dy, params):
+    """(forward, backward) on a built minicnn layer, as fit() calls it."""
+    from minicnn import layers
+
+    if case.kind == "conv":
+        layer = layers.Conv2D(case.filters, case.kernel, strides=case.strides,
+                              padding=case.padding)
+    elif case.kind == "pool":
+        layer = layers.MaxPooling2D(case.kernel)
+    else:
+        layer = layers.Dense(case.units)
+    layer.build(case.input_shape)
+    if params:
+        layer.set_weights([params["kernel"], params["bias"]])
+    layer.compute_input_gradient = case.need_dx
+
+    def forward():
+        return layer.forward(x, training=True)
+
+    def backward(_y):
+        layer.backward(dy)
+
+    return forward, backward
+
+
+def _clear_grads(*tensors):
+    # As optimizer.zero_grad(set_to_none=True) in training: backward writes fresh gradients
+    # instead of adding to the previous repeat's.
+    for tensor in tensors:
+        tensor.grad = None
+
+
+def torch_callables(case, x, dy, params, channels_last):
+    """(forward, backward) with torch.nn.functional under autograd."""
+    import torch
+    import torch.nn.functional as F
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if case.kind == "dense":
+        xt = torch.from_numpy(x).requires_grad_(case.need_dx)
+        dyt = torch.from_numpy(dy)
+        weight = torch.from_numpy(np.ascontiguousarray(params["kernel"].T)).requires_grad_()
+        bias = torch.from_numpy(params["bias"]).requires_grad_()
+
+        def dense_forward():
+            return F.linear(xt, weight, bias)
+
+        def dense_backward(y):
+            _clear_grads(xt, weight, bias)
+            y.backward(dyt)
+
+        return dense_forward, dense_backward
+
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
+    xt.requires_grad_(case.need_dx)
+    dyt = torch.from_numpy(dy).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
+    top, bottom, left, right = case.geometry()[2]
+    if case.kind == "pool":
+        def pool_forward():
+            return F.max_pool2d(xt, case.kernel)
+
+        def pool_backward(y):
+            _clear_grads(xt)
+            y.backward(dyt)
+
+        return pool_forward, pool_backward
+
+    weight = torch.from_numpy(params["kernel"]).permute(3, 2, 0, 1).contiguous(memory_format=fmt)
+    weight.requires_grad_()
+    bias = torch.from_numpy(params["bias"]).requires_grad_()
+    symmetric = top == bottom and left == right
+
+    def conv_forward():
+        if symmetric:
+            return F.conv2d(xt, weight, bias, stride=case.strides, padding=(top, left))
+        padded = F.pad(xt, (left, right, top, bottom))
+        return F.conv2d(padded, weight, bias, stride=case.strides)
+
+    def conv_backward(y):
+        _clear_grads(xt, weight, bias)
+        y.backward(dyt)
+
+    return conv_forward, conv_backward
+
+
+def bench_one(case, impl, args):
+    """{forward_ms, backward_ms (medians), forward_gflops, backward_gflops (from the medians),
+    forward_min_ms, backward_min_ms, repeats} for one case and implementation, or None where
+    the implementation has nothing for that layer kind."""
+    from minicnn import ops
+
+    x, dy, params = make_inputs(case, args.batch_size)
+    fwd_flops, bwd_flops = case.flops(args.batch_size)
+    if impl == "numba":
+        pair = ops_callables(case, ops, x, dy, params)
+    elif impl == "numpy":
+        pair = ops_callables(case, ops.reference, x, dy, params)
+    elif impl == "layer":
+        pair = layer_callables(case, x, dy, params)
+    else:
+        pair = torch_callables(case, x, dy, params, args.torch_channels_last)
+    if pair is None:
+        return None
+    fwd, bwd = time_pair(*pair, args.min_time, args.min_repeats, args.max_repeats)
+    fwd_s, bwd_s = statistics.median(fwd), statistics.median(bwd)
+    return {"forward_ms": 1e3 * fwd_s, "backward_ms": 1e3 * bwd_s,
+            "forward_gflops": fwd_flops / fwd_s / 1e9, "backward_gflops": bwd_flops / bwd_s / 1e9,
+            "forward_min_ms": 1e3 * min(fwd), "backward_min_ms": 1e3 * min(bwd),
+            "repeats": len(fwd)}
+
+
+def import_torch(threads=None):
+    """Import PyTorch with its own OpenMP defaults, or return None when it is not installed.
+
+    minicnn.ops sets OMP_WAIT_POLICY=PASSIVE for its own OpenMP runtime; PyTorch loads a separate
+    one that reads the variable at import, so the setting is taken back (unless the user set
+    it) to measure PyTorch as it runs by default.
+    """
+    if _USER_OMP_WAIT_POLICY is None:
+        os.environ.pop("OMP_WAIT_POLICY", None)
+    try:
+        import torch
+    except ImportError:
+        return None
+    if threads:
+        torch.set_num_threads(threads)
+    return torch
+
+
+# ----------------------------------------------------------------------------------- report
+
+
+def _fmt(entry, which):
+    if entry is None:
+        return "-"
+    ms, gflops = entry[f"{which}_ms"], entry[f"{which}_gflops"]
+    ms_text = f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
+    return f"{ms_text} ({gflops:.1f})"
+
+
+def markdown_tables(rows, impls, meta):
+    """Two Markdown tables (forward, backward): one row per case, one column per
+    implementation, cells 'ms per batch (GFLOP/s)'."""
+    m = meta["machine"]
+    lines = [f"{meta['created']} on `{m['host']}`: {m['cpu']}, {m['usable_cpus']} cores; batch "
+             f"{meta['config']['batch_size']}, float32; {meta['versions']}. Cells: ms per batch "
+             "(GFLOP/s), median of repeated calls."]
+    for which in ("forward", "backward"):
+        lines += ["", f"**{which}**", "",
+                  "| layer | shape | " + " | ".join(impls) + " |",
+                  "|---|---|" + "---:|" * len(impls)]
+        for row in rows:
+            cells = [_fmt(row["results"].get(impl), which) for impl in impls]
+            lines.append(f"| {row['name']} | {row['description']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def versions(torch=None):
+    """Versions of the libraries the columns measure."""
+    import numba
+
+    import minicnn
+
+    out = {"minicnn": minicnn.__version__, "numpy": np.__version__, "numba": numba.__version__}
+    if torch is not None:
+        out["torch"] = torch.__version__
+    return out
+
+
+def main(argv=None):
+    """Run the layer benchmark; print the tables, write the JSON; returns the report dict.
+
+    Implementations run one after another over all cases, PyTorch last and imported only then:
+    with PyTorch merely imported, minicnn's parallel kernels stalled for whole scheduler ticks
+    (8 ms per call) on 2 cores.
+    """
+    args = parse_args(argv)
+    impls = [i for i in args.impls if i != "torch"]
+    if "torch" in args.impls:
+        if importlib.util.find_spec("torch") is None:
+            print("bench_layers: torch is not installed; skipping the torch column")
+        else:
+            impls.append("torch")
+    meta = {"schema": SCHEMA, "created": _common.now_iso(), "machine": _common.machine_info(),
+            "loadavg_before": _common.loadavg(),
+            "config": {"batch_size": args.batch_size, "impls": impls,
+                       "min_time": args.min_time, "min_repeats": args.min_repeats,
+                       "torch_channels_last": args.torch_channels_last}}
+    rows = [{"name": case.name, "group": case.group, "description": case.describe(),
+             "flops": dict(zip(("forward", "backward"), case.flops(args.batch_size),
+                               strict=True)),
+             "results": {}} for case in args.cases]
+    torch = None
+    for impl in impls:
+        if impl == "torch":  # imported only now: its idle threads must not disturb the others
+            torch = import_torch(args.torch_threads)
+            meta["config"]["torch_threads"] = torch.get_num_threads()
+        print(f"{impl}: ", end="", flush=True)
+        for case, row in zip(args.cases, rows, strict=True):
+            entry = bench_one(case, impl, args)
+            if entry is not None:
+                row["results"][impl] = entry
+            print(case.name, end=" ", flush=True)
+        print()
+    meta["loadavg_after"] = _common.loadavg()
+    meta["versions"] = versions(torch)
+    report = {**meta, "rows": rows}
+    print()
+    print(markdown_tables(rows, impls, meta))
+    if not args.no_json:
+        suffix = "-layers" + ("-quick" if args.quick else "")
+        path = _common.atomic_write_json(
+            _common.result_path(args.out_dir, suffix, "json", meta["created"][:10],
+                                meta["machine"]["host"]), report)
+        print(f"\nwrote {path}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Smoke tests of benchmarks/: the minicnn worker path end to end on a few hundred real MNIST
+images, the layer benchmark's minicnn columns, and the summary / ratio / table / JSON code on
+fabricated per-run inputs (marked as such). No timing is asserted; TensorFlow and PyTorch are
+not needed."""
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCH = REPO_ROOT / "benchmarks"
+
+
+def load(name):
+    """Import benchmarks/<name>.py as a module (benchmarks/ is scripts, not a package)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench_mnist():
+    return load("bench_mnist")
+
+
+# ----------------------------------------------------------------------------- real worker run
+
+
+def test_quick_minicnn_run_writes_table_json_and_chart(bench_mnist, mnist_dir, tmp_path, capsys,
+                                                       monkeypatch):
+    # Workers import minicnn from this checkout, as the README's PYTHONPATH=. command does.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p))
+    # No warm-up process, to keep the test short: the one worker compiles (or loads) the kernels.
+    report = bench_mnist.main(["--quick", "--frameworks", "minicnn", "--limit", "512",
+                               "--no-warmup", "--predict-repeats", "2",
+                               "--out-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+
+    assert report["warmups"] == [] and "no warm-up process (cold caches)" in out
+    (run,) = report["runs"]
+    assert "error" not in run, run.get("error")
+    r = run["result"]
+    assert r["framework"] == "minicnn" and r["seed"] == 1 and r["limit"] == 512
+    assert len(r["epoch_s"]) == 1 and r["epoch_s"][0] > 0
+    # Start-to-first-batch spans start-up and import, and ends before the process does.
+    assert 0 <= r["startup_s"] < r["first_batch_s"] < r["total_s"] <= run["wall_s"]
+    assert r["import_s"] < r["first_batch_s"]
+    assert r["predict_images"] == 512 and len(r["predict_s"]) == 2
+    assert r["predict_images_per_s"] == pytest.approx(512 / (sum(r["predict_s"]) / 2))
+    assert r["peak_rss_mb"] > 50  # NumPy + Numba + MNIST alone take more than this
+    # 16 Adam steps on real digits already beat chance (10 %) by far.
+    assert 0.3 < r["test_accuracy"] <= 1 and 0 < r["test_loss"] < 2.3
+    assert r["versions"]["minicnn"] and r["config"]["numba_threads"] >= 1
+
+    stats = report["summary"]["minicnn"]["stats"]
+    assert stats["epoch_first_s"]["median"] == r["epoch_s"][0]
+    assert stats["epoch_rest_s"] is None  # a 1-epoch run has no later epochs
+    assert stats["test_accuracy_pct"]["values"] == [100 * r["test_accuracy"]]
+    assert report["ratios"] == []  # no peer ran
+
+    # The printed table carries the run's own figures; the JSON and PNG are on disk.
+    assert f"| s/epoch, first epoch | {r['epoch_s'][0]:.2f} |" in out
+    assert f"| test accuracy by seed (%) | {100 * r['test_accuracy']:.2f} |" in out
+    assert "first 512 images only (NOT comparable)" in out
+    json_files = list(tmp_path.glob("*-quick.json"))
+    png_files = list(tmp_path.glob("*-quick.png"))
+    assert len(json_files) == 1 and len(png_files) == 1
+    saved = json.loads(json_files[0].read_text())
+    assert saved["schema"] == "minicnn-bench-mnist/1" and saved["fabricated"] is False
+    assert saved["runs"][0]["result"]["epoch_s"] == r["epoch_s"]
+    assert png_files[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
+
+
+def test_failed_worker_is_recorded_not_raised(bench_mnist, tmp_path):
+    args = bench_mnist.parse_args(["--quick", "--frameworks", "minicnn",
+                                   "--python", "/bin/false", "--out-dir", str(tmp_path)])
+    record = bench_mnist.run_worker("minicnn", 1, args)
+    assert "result" not in record
+    assert "exited with code 1" in record["error"]
+    summary = bench_mnist.summarize([record], ["minicnn"])
+    assert summary["minicnn"]["failed"] == 1 and summary["minicnn"]["stats"]["fit_s"] is None
+
+
+def test_profile_api_is_feature_detected():
+    workers = load("_workers")
+
+    class WithProfile:
+        def fit(self, x, y, epochs=1, profile=False):
+            pass
+
+    class WithoutProfile:
+        def fit(self, x, y, epochs=1):
+            pass
+
+    assert workers.minicnn_profile_supported(WithProfile()) is True
+    assert workers.minicnn_profile_supported(WithoutProfile()) is False
+
+
+# ----------------------------------------------------------------------------- fabricated inputs
+
+
+def fabricated_record(framework, seed, epochs, first_batch, acc, rss, ips, load=1.0):
+    """A FABRICATED worker record (invented numbers, not a measurement) for the report code."""
+    return {"framework": framework, "seed": seed, "loadavg_before": [load, load, load],
+            "result": {"framework": framework, "seed": seed, "epoch_s": epochs,
+                       "first_batch_s": first_batch, "startup_s": 0.02, "import_s": 0.3,
+                       "fit_s": sum(epochs), "test_accuracy": acc, "test_loss": 0.05,
+                       "predict_images_per_s": ips, "peak_rss_mb": rss,
+                       "versions": {"minicnn": "0.1.0", "keras": "3.15.1",
+                                    "tensorflow": "2.21.0", "torch": "2.13.0+cpu"},
+                       "config": {"layout": "NCHW", "threads": 2, "malloc_env": {}}}}
+
+
+def fabricated_runs():
+    """Interleaved FABRICATED runs: minicnn, keras, torch for seeds 1 and 2."""
+    return [
+        fabricated_record("minicnn", 1, [4.0, 2.9, 3.1, 3.0], 1.0, 0.9880, 200, 50000, 0.5),
+        fabricated_record("keras", 1, [8.0, 6.0, 6.2, 5.8], 4.0, 0.9890, 1000, 24000, 0.7),
+        fabricated_record("torch", 1, [9.0, 8.0, 8.0, 8.0], 2.0, 0.9860, 800, 22000, 0.9),
+        fabricated_record("minicnn", 2, [4.4, 3.3, 3.5, 3.4], 1.2, 0.9850, 220, 40000, 1.5),
+        fabricated_record("keras", 2, [8.2, 7.0, 7.2, 6.8], 3.0, 0.9840, 1100, 26000, 1.1),
+        fabricated_record("torch", 2, [9.0, 8.4, 8.6, 8.2], 2.0, 0.9860, 900, 20000, 1.3),
+    ]
+
+
+def test_summary_medians_and_ranges_from_fabricated_runs(bench_mnist):
+    summary = bench_mnist.summarize(fabricated_runs(), ["minicnn", "keras", "torch"])
+    mine = summary["minicnn"]["stats"]
+    # Later-epoch median per run: median(2.9, 3.1, 3.0) = 3.0 and median(3.3, 3.5, 3.4) = 3.4.
+    assert mine["epoch_rest_s"]["values"] == pytest.approx([3.0, 3.4])
+    assert mine["epoch_rest_s"]["median"] == pytest.approx(3.2)
+    assert (mine["epoch_first_s"]["min"], mine["epoch_first_s"]["max"]) == (4.0, 4.4)
+    assert mine["load_1min"]["values"] == [0.5, 1.5]
+    assert summary["minicnn"]["accuracy_by_seed"] == {"1": pytest.approx(98.80),
+                                                      "2": pytest.approx(98.50)}
+    assert summary["keras"]["label"] == "Keras 3.15.1 (TF 2.21.0)"
+    assert summary["torch"]["label"] == "PyTorch 2.13.0+cpu (NCHW, 2 threads)"
+
+
+def test_ratios_against_targets_from_fabricated_runs(bench_mnist):
+    summary = bench_mnist.summarize(fabricated_runs(), ["minicnn", "keras", "torch"])
+    values = {r["name"]: r for r in bench_mnist.compute_ratios(summary)}
+    keras_epoch = values["s/epoch: minicnn / Keras 3.15.1 (TF 2.21.0)"]
+    # Later-epoch medians: minicnn 3.2 s, Keras median(6.0, 7.0) = 6.5 s.
+    assert keras_epoch["value"] == pytest.approx(3.2 / 6.5) and keras_epoch["met"] is True
+    torch_epoch = values["s/epoch: minicnn / PyTorch 2.13.0+cpu (NCHW, 2 threads)"]
+    assert torch_epoch["value"] == pytest.approx(3.2 / 8.2) and torch_epoch["met"] is True
+    predict = values["predict() throughput: minicnn / Keras"]
+    assert predict["value"] == pytest.approx(45000 / 25000) and predict["met"] is False
+    start = values["start to first batch: minicnn / Keras"]
+    assert start["value"] == pytest.approx(1.1 / 3.5) and start["met"] is True
+    rss = values["peak RSS: minicnn / Keras"]
+    assert rss["value"] == pytest.approx(210 / 1050) and rss["met"] is True
+    acc = values["test accuracy: minicnn mean - Keras mean (points)"]
+    # Means over seeds 1, 2: minicnn 98.65 %, Keras 98.65 %.
+    assert acc["value"] == pytest.approx(0.0, abs=1e-9) and acc["met"] is True
+
+
+def test_accuracy_gap_beyond_target_is_flagged(bench_mnist):
+    runs = fabricated_runs()
+    runs[0]["result"]["test_accuracy"] = 0.9800  # seed 1: 98.00 % instead of 98.80 %
+    summary = bench_mnist.summarize(runs, ["minicnn", "keras", "torch"])
+    acc = [r for r in bench_mnist.compute_ratios(summary) if "accuracy" in r["name"]][0]
+    assert acc["value"] == pytest.approx((98.00 + 98.50) / 2 - 98.65)
+    assert acc["met"] is False
+
+
+def test_table_and_json_from_fabricated_runs(bench_mnist, tmp_path):
+    args = SimpleNamespace(epochs=4, seeds=[1, 2], frameworks=["minicnn", "keras", "torch"],
+                           batch_size=32, predict_batch_size=32, predict_repeats=3, limit=None,
+                           torch_channels_last=False, torch_keep_freed_memory=False)
+    machine = {"host": "test/host", "cpu": "Fabricated CPU", "usable_cpus": 2,
+               "memory_gib": 24, "python": "3.11", "minicnn_git": "abc123"}
+    report = bench_mnist.build_report(args, machine, [], fabricated_runs(),
+                                      "2026-01-02T03:04:05+00:00", fabricated=True)
+    table = bench_mnist.markdown_table(report["summary"], report["ratios"], report)
+    assert "FABRICATED INPUT, not a measurement" in table
+    assert "| s/epoch, later epochs (median) | 3.20 [3.00-3.40] | 6.50 [6.00-7.00] |" in table
+    assert "| test accuracy by seed (%) | 98.80 / 98.50 | 98.90 / 98.40 |" in table
+    assert "| predict() images/s | 45,000 [40,000-50,000] |" in table
+    assert "| peak RSS: minicnn / Keras | 0.20 | <= 0.4 | yes |" in table
+    assert "no warm-up process" in table
+
+    paths = bench_mnist.write_outputs(report, tmp_path, chart=True)
+    # Host characters outside [A-Za-z0-9._-] become '_' in the file name.
+    assert [p.name for p in paths] == ["2026-01-02-test_host.json", "2026-01-02-test_host.png"]
+    saved = json.loads(paths[0].read_text())
+    assert saved["fabricated"] is True
+    assert saved["summary"]["keras"]["stats"]["epoch_rest_s"]["median"] == pytest.approx(6.5)
+    assert [r["target"] for r in saved["ratios"]] == ["<= 0.5", "<= 0.5", ">= 2", "<= 1",
+                                                      "<= 0.4", "within +-0.3"]
+    assert paths[1].read_bytes()[:4] == b"\x89PNG"
+
+
+# ----------------------------------------------------------------------------- bench_layers
+
+
+def test_layer_benchmark_minicnn_columns(tmp_path, capsys):
+    layers_bench = load("bench_layers")
+    report = layers_bench.main(["--quick", "--impls", "numba,numpy,layer",
+                                "--cases", "conv1,pool1,dense1,s2-mnist",
+                                "--out-dir", str(tmp_path)])
+    rows = {row["name"]: row for row in report["rows"]}
+    # Batch 8 (--quick). conv1: 26x26 outputs, 25 filters, 3x3x1 windows; no dL/dx.
+    assert rows["conv1"]["flops"] == {"forward": 2 * 8 * 26 * 26 * 25 * 9,
+                                      "backward": 2 * 8 * 26 * 26 * 25 * 9}
+    # s2-mnist: 'same' with stride 2 -> ceil(28 / 2) = 14; backward = kernel + input gradient.
+    assert rows["s2-mnist"]["description"].endswith("28x28x1 -> 14x14x32")
+    assert rows["s2-mnist"]["flops"]["backward"] == 2 * rows["s2-mnist"]["flops"]["forward"]
+    assert rows["pool1"]["flops"] == {"forward": 8 * 13 * 13 * 25 * 4, "backward": 8 * 13 * 13 * 25}
+    assert set(rows["conv1"]["results"]) == {"numba", "numpy", "layer"}
+    assert set(rows["dense1"]["results"]) == {"layer"}  # dense has no op of its own
+    entry = rows["conv1"]["results"]["numba"]
+    assert entry["forward_gflops"] == pytest.approx(
+        rows["conv1"]["flops"]["forward"] / entry["forward_ms"] / 1e6)
+    assert entry["forward_min_ms"] <= entry["forward_ms"] and entry["repeats"] >= 2
+    out = capsys.readouterr().out
+    assert "| conv1 | conv 3x3/1 valid, no dx, 28x28x1 -> 26x26x25 |" in out
+    saved = json.loads(next(tmp_path.glob("*-layers-quick.json")).read_text())
+    assert saved["rows"][0]["results"]["numba"]["forward_ms"] == entry["forward_ms"]
