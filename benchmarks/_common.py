@@ -13,6 +13,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -85,6 +86,49 @@ def loadavg() -> list[float] | None:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:
         return None
+
+
+def cpu_times() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds summed over all cores since boot, from /proc/stat (None where
+    there is none). Busy is everything but idle and iowait; steal (another VM) counts as busy."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = sum(ticks) / hz
+    return total - (ticks[3] + ticks[4]) / hz, total
+
+
+def cpu_busy_fraction(interval: float = 1.0) -> float | None:
+    """Share of all cores busy over the next `interval` seconds (0..1), or None."""
+    first = cpu_times()
+    time.sleep(interval)
+    second = cpu_times()
+    if first is None or second is None or second[1] <= first[1]:
+        return None
+    return (second[0] - first[0]) / (second[1] - first[1])
+
+
+def wait_for_idle(max_busy: float, max_wait: float, log=print) -> dict:
+    """Wait until at most `max_busy` of the cores are busy (sampled over 2 s), or `max_wait`
+    seconds have passed. Returns {'busy': last sample, 'waited_s': seconds, 'gave_up': bool}."""
+    started = time.time()
+    busy = cpu_busy_fraction(2.0)
+    told = False
+    while busy is not None and busy > max_busy and time.time() - started < max_wait:
+        if not told:
+            log(f"  waiting for the machine to calm down ({100 * busy:.0f} % of the cores busy, "
+                f"want <= {100 * max_busy:.0f} %, at most {max_wait:.0f} s) ...")
+            told = True
+        time.sleep(3.0)
+        busy = cpu_busy_fraction(2.0)
+    return {"busy": busy, "waited_s": round(time.time() - started, 1),
+            "gave_up": busy is not None and busy > max_busy}
 
 
 def today() -> str:

@@ -422,8 +422,8 @@ def main(argv=None):
     """Run the layer benchmark; print the tables, write the JSON; returns the report dict.
 
     Implementations run one after another over all cases, PyTorch last and imported only then:
-    with PyTorch merely imported, minicnn's parallel kernels stalled for whole scheduler ticks
-    (8 ms per call) on 2 cores.
+    with PyTorch imported first, minicnn's Numba ops ran 3-8 times slower on 2 cores (its
+    OpenMP runtime is then loaded before minicnn.ops sets OMP_WAIT_POLICY=PASSIVE).
     """
     args = parse_args(argv)
     impls = [i for i in args.impls if i != "torch"]

@@ -22,6 +22,7 @@ import argparse
 import importlib.util
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -56,6 +57,7 @@ METRICS = (
     ("predict_images_per_s", "predict() images/s", "{:,.0f}"),
     ("peak_rss_mb", "peak RSS (MiB)", "{:,.0f}"),
     ("load_1min", "load average (1 min) before the run", "{:.2f}"),
+    ("others_cpu_cores", "other processes' CPU use during the run (cores)", "{:.2f}"),
 )
 
 
@@ -88,6 +90,10 @@ def parse_args(argv=None):
     p.add_argument("--profile", action="store_true",
                    help="afterwards, one extra untimed minicnn epoch with fit(profile=True), "
                         "printed (needs minicnn's profile API)")
+    p.add_argument("--wait-idle", type=float, default=None, metavar="FRACTION",
+                   help="before each timed run, wait until at most this share of the cores is "
+                        "busy (e.g. 0.2; sampled over 2 s), for at most --max-wait seconds")
+    p.add_argument("--max-wait", type=float, default=300.0)
     p.add_argument("--out-dir", default=str(_common.RESULTS_DIR))
     p.add_argument("--no-chart", action="store_true")
     p.add_argument("--python", default=sys.executable, help="interpreter for the workers")
@@ -149,6 +155,8 @@ def run_worker(framework, seed, args, epochs=None, limit=None, profile=False):
     epochs = args.epochs if epochs is None else epochs
     record = {"framework": framework, "seed": seed, "epochs": epochs, "limit": limit,
               "loadavg_before": _common.loadavg(), "env": extra_env}
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = _common.cpu_times()
     spawn = time.time()
     cmd = [args.python, str(WORKER), "--framework", base, "--seed", str(seed),
            "--epochs", str(epochs), "--batch-size", str(args.batch_size),
@@ -161,6 +169,8 @@ def run_worker(framework, seed, args, epochs=None, limit=None, profile=False):
         cmd.append("--profile")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     record["wall_s"] = time.time() - spawn
+    record["others_cpu_cores"] = others_cpu_cores(cpu_before, _common.cpu_times(),
+                                                  children_before, record["wall_s"])
     result, other = None, []
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
@@ -174,6 +184,17 @@ def run_worker(framework, seed, args, epochs=None, limit=None, profile=False):
     else:
         record["result"] = result
     return record
+
+
+def others_cpu_cores(cpu_before, cpu_after, children_before, wall_s):
+    """Cores' worth of CPU that *other* processes used while a worker ran: the machine's busy
+    CPU seconds minus the worker's own (RUSAGE_CHILDREN difference), over the wall time."""
+    if cpu_before is None or cpu_after is None or wall_s <= 0:
+        return None
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = ((children.ru_utime + children.ru_stime)
+           - (children_before.ru_utime + children_before.ru_stime))
+    return round(max(0.0, (cpu_after[0] - cpu_before[0]) - own) / wall_s, 2)
 
 
 def run_all(args, log=print):
@@ -191,11 +212,14 @@ def run_all(args, log=print):
     for i, seed in enumerate(args.seeds):
         for j, framework in enumerate(args.frameworks):
             number = i * len(args.frameworks) + j + 1
+            idle = (_common.wait_for_idle(args.wait_idle, args.max_wait, log)
+                    if args.wait_idle is not None else None)
             load = _common.loadavg()
             log(f"[{number}/{total}] {framework}, seed {seed}, {args.epochs} epoch(s) "
                 f"(load {load[0] if load else '?'}) ...")
             record = run_worker(framework, seed, args, limit=args.limit)
             record["order"] = number
+            record["wait_for_idle"] = idle
             runs.append(record)
             for line in record["output"]:
                 log("    " + line)
@@ -206,7 +230,8 @@ def run_all(args, log=print):
                 log(f"  {_fmt_list(r['epoch_s'])} s/epoch, first batch "
                     f"{r['first_batch_s']:.2f} s, acc {100 * r['test_accuracy']:.2f} %, "
                     f"predict {r['predict_images_per_s']:,.0f} img/s, "
-                    f"RSS {r['peak_rss_mb']:,.0f} MiB")
+                    f"RSS {r['peak_rss_mb']:,.0f} MiB; other processes used "
+                    f"{record['others_cpu_cores']} cores meanwhile")
     return warmups, runs
 
 
@@ -234,6 +259,7 @@ def run_metrics(record):
         "predict_images_per_s": r["predict_images_per_s"],
         "peak_rss_mb": r["peak_rss_mb"],
         "load_1min": load[0] if load else None,
+        "others_cpu_cores": record.get("others_cpu_cores"),
     }
 
 
@@ -437,6 +463,7 @@ def build_report(args, machine, warmups, runs, created, fabricated=False):
                    "torch_channels_last": args.torch_channels_last,
                    "torch_keep_freed_memory": args.torch_keep_freed_memory,
                    "keep_freed_memory_env": KEEP_FREED_MEMORY_ENV,
+                   "wait_idle": args.wait_idle, "max_wait": args.max_wait,
                    "order": "interleaved: for seed in seeds: for framework in frameworks"},
         "warmups": warmups,
         "runs": runs,

@@ -58,9 +58,10 @@ def test_quick_minicnn_run_writes_table_json_and_chart(bench_mnist, mnist_dir, t
     assert r["predict_images"] == 512 and len(r["predict_s"]) == 2
     assert r["predict_images_per_s"] == pytest.approx(512 / (sum(r["predict_s"]) / 2))
     assert r["peak_rss_mb"] > 50  # NumPy + Numba + MNIST alone take more than this
-    # 16 Adam steps on real digits already beat chance (10 %) by far.
-    assert 0.3 < r["test_accuracy"] <= 1 and 0 < r["test_loss"] < 2.3
+    # 16 Adam steps on real digits already beat chance (10 %): ~38 % at this seed.
+    assert 0.2 < r["test_accuracy"] <= 1 and 0 < r["test_loss"] < 2.3
     assert r["versions"]["minicnn"] and r["config"]["numba_threads"] >= 1
+    assert run["others_cpu_cores"] is None or 0 <= run["others_cpu_cores"] < 64
 
     stats = report["summary"]["minicnn"]["stats"]
     assert stats["epoch_first_s"]["median"] == r["epoch_s"][0]
@@ -90,6 +91,15 @@ def test_failed_worker_is_recorded_not_raised(bench_mnist, tmp_path):
     assert "exited with code 1" in record["error"]
     summary = bench_mnist.summarize([record], ["minicnn"])
     assert summary["minicnn"]["failed"] == 1 and summary["minicnn"]["stats"]["fit_s"] is None
+
+
+def test_other_processes_cpu_is_machine_busy_time_minus_the_workers(bench_mnist):
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # no child ends before the call
+    # Machine: 6 busy CPU seconds over 2 s of wall time, none of it ours -> 3 cores' worth.
+    assert bench_mnist.others_cpu_cores((10.0, 100.0), (16.0, 104.0), children, 2.0) == 3.0
+    assert bench_mnist.others_cpu_cores(None, (16.0, 104.0), children, 2.0) is None
 
 
 def test_profile_api_is_feature_detected():
@@ -179,7 +189,8 @@ def test_accuracy_gap_beyond_target_is_flagged(bench_mnist):
 def test_table_and_json_from_fabricated_runs(bench_mnist, tmp_path):
     args = SimpleNamespace(epochs=4, seeds=[1, 2], frameworks=["minicnn", "keras", "torch"],
                            batch_size=32, predict_batch_size=32, predict_repeats=3, limit=None,
-                           torch_channels_last=False, torch_keep_freed_memory=False)
+                           torch_channels_last=False, torch_keep_freed_memory=False,
+                           wait_idle=None, max_wait=300.0)
     machine = {"host": "test/host", "cpu": "Fabricated CPU", "usable_cpus": 2,
                "memory_gib": 24, "python": "3.11", "minicnn_git": "abc123"}
     report = bench_mnist.build_report(args, machine, [], fabricated_runs(),
