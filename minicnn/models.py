@@ -18,6 +18,8 @@ from .layers import Layer
 from .layers import get_class as layer_class
 from .layers.base import ActivatedLayer, unique_name
 from .layers.core import Activation
+from .ops.threads import blas_threads
+from .profiling import TrainingProfile, clock
 
 
 class LossNotFiniteError(FloatingPointError):
@@ -27,6 +29,9 @@ class LossNotFiniteError(FloatingPointError):
         super().__init__(message)
         self.history = history
 
+
+# Samples per forward call in predict (see Sequential.predict).
+PREDICT_CHUNK = 128
 
 _METRIC_ALIASES = {"accuracy": "accuracy", "acc": "accuracy"}
 
@@ -197,14 +202,59 @@ class Sequential:
         self.optimizer.apply_gradients(self._trainable_pairs())
         return loss, correct
 
+    def _train_step_profiled(self, x, y, prof):
+        """_train_step with each phase timed into prof (a TrainingProfile); same arithmetic."""
+        add = prof.add
+        t = clock()
+        for layer in self.layers:
+            x = layer.forward(x, training=True)
+            t, t0 = clock(), t
+            add(f"{layer.name} forward", t - t0)
+        y_pred = x
+        loss, correct = self._batch_metrics(y, y_pred)
+        if not np.isfinite(loss):
+            return loss, correct
+        last = self.layers[-1]
+        if self._softmax_is_fused():
+            grad = self.loss.gradient_through_softmax(y, y_pred)
+            t, t0 = clock(), t
+            add("loss + metrics", t - t0)
+            if isinstance(last, ActivatedLayer):
+                grad = last.backward_preactivation(grad)
+        else:
+            grad = self.loss.gradient(y, y_pred)
+            t, t0 = clock(), t
+            add("loss + metrics", t - t0)
+            grad = last.backward(grad)
+        t, t0 = clock(), t
+        add(f"{last.name} backward", t - t0)
+        for layer in reversed(self.layers[:-1]):
+            grad = layer.backward(grad)
+            t, t0 = clock(), t
+            add(f"{layer.name} backward", t - t0)
+        self.optimizer.apply_gradients(self._trainable_pairs())
+        add("optimizer", clock() - t)
+        return loss, correct
+
     # -- fit ------------------------------------------------------------------------------------
     def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0):
+            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
+            profile=False):
         """Train for `epochs` passes over (x, y); returns a History (history.history[...]).
 
-        x: (N, *input_shape); y: (N,) integer labels (sparse loss) or (N, K) one-hot.
-        validation_split takes the *last* fraction of the data before shuffling, as Keras.
+        x: (N, *input_shape) of any real dtype (each batch is converted to the model's dtype
+        as it is gathered: a float64 data set is never copied whole); y: (N,) integer labels
+        (sparse loss) or (N, K) one-hot. validation_split takes the *last* fraction of the
+        data before shuffling, as Keras.
+        profile=True times every phase of every step (see minicnn.profiling) and stores a
+        TrainingProfile as history.profile; print(history.profile) shows the table.
         """
+        with blas_threads():
+            return self._fit(x, y, batch_size, epochs, verbose, callbacks, validation_split,
+                             validation_data, shuffle, initial_epoch, profile)
+
+    def _fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
+             validation_data, shuffle, initial_epoch, profile):
         where = "fit"
         self._require_compiled(where)
         batch_size = check_positive_int(batch_size, "batch_size", where)
@@ -212,7 +262,7 @@ class Sequential:
         initial_epoch = check_positive_int(initial_epoch, "initial_epoch", where, minimum=0)
         verbose = check_verbose(verbose, where)
         validation_split = check_validation_split(validation_split, where)
-        x = check_x(self, x, where)
+        x = check_x(self, x, where, convert=False)
         y = check_y(self, y, len(x), where)
         if validation_data is not None:
             val_x, val_y = self._unpack_validation(validation_data)
@@ -238,37 +288,74 @@ class Sequential:
             callback.set_model(self)
             callback.on_train_begin()
         self.stop_training = False
-        x_batch = np.empty((min(batch_size, n), *x.shape[1:]), dtype=x.dtype)
+        x_batch = np.empty((min(batch_size, n), *x.shape[1:]), dtype=self.dtype)
         y_batch = np.empty((min(batch_size, n), *y.shape[1:]), dtype=y.dtype)
+        # A float32 data set is gathered straight into the batch buffer; any other dtype is
+        # gathered (a batch-sized temporary) and converted on the copy into the buffer.
+        direct_gather = x.dtype == self.dtype
+        prof = TrainingProfile([layer.name for layer in self.layers]) if profile else None
+        history.profile = prof
         for epoch in range(initial_epoch, epochs):
+            epoch_start = clock()
             for callback in callbacks:
                 callback.on_epoch_begin(epoch)
+            t0 = clock()
             order = get_rng().permutation(n) if shuffle else np.arange(n)
+            if prof is not None:
+                prof.add("data: shuffle", clock() - t0)
             loss_sum = correct_sum = seen = 0
             logs = {}
             for step in range(steps):
+                if prof is not None:
+                    t0 = clock()
                 index = order[step * batch_size:(step + 1) * batch_size]
                 # Gather into reused buffers: one permutation per epoch, no copy of the data set.
-                xb = np.take(x, index, axis=0, out=x_batch[:len(index)])
+                xb = x_batch[:len(index)]
+                if direct_gather:
+                    np.take(x, index, axis=0, out=xb)
+                else:
+                    xb[...] = x[index]
                 yb = np.take(y, index, axis=0, out=y_batch[:len(index)])
-                loss, correct = self._train_step(xb, yb)
+                if prof is None:
+                    loss, correct = self._train_step(xb, yb)
+                else:
+                    t1 = clock()
+                    if prof.first_step_seconds is None:
+                        loss, correct = self._train_step(xb, yb)
+                        prof.first_step_seconds = clock() - t0
+                        # Time the rest of this epoch (its shuffle included), not step 1.
+                        epoch_start = clock() - prof.seconds["data: shuffle"]
+                    else:
+                        prof.add("data: gather", t1 - t0)
+                        loss, correct = self._train_step_profiled(xb, yb, prof)
+                        prof.steps += 1
+                        prof.samples += len(index)
                 if not np.isfinite(loss):
                     self._raise_not_finite(loss, epoch, step, history)
                 seen += len(index)
                 loss_sum += loss * len(index)
                 correct_sum += correct
+                if prof is not None:
+                    t0 = clock()
                 logs = self._logs(loss_sum, correct_sum, seen)
                 for callback in callbacks:
                     callback.on_train_batch_end(step, logs)
+                if prof is not None:
+                    prof.add("callbacks", clock() - t0)
             if val_x is not None:
                 val = self._evaluate_arrays(val_x, val_y, batch_size)
                 logs.update({"val_" + k: v for k, v in val.items()})
             for callback in callbacks:
                 callback.on_epoch_end(epoch, logs)
+            if prof is not None:
+                prof.wall_seconds += clock() - epoch_start
+                prof.epochs += 1
             if self.stop_training:
                 break
         for callback in callbacks:
             callback.on_train_end()
+        if prof is not None:
+            prof.finish()
         self.history = history
         return history
 
@@ -299,6 +386,7 @@ class Sequential:
         loss_sum = correct_sum = 0
         for start in range(0, len(x), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            xb = np.ascontiguousarray(xb, dtype=self.dtype)  # per batch: no full-size copy
             loss, correct = self._batch_metrics(yb, self._forward(xb, training=False))
             loss_sum += loss * len(xb)
             correct_sum += correct
@@ -313,11 +401,12 @@ class Sequential:
         self._require_compiled(where)
         batch_size = check_positive_int(batch_size, "batch_size", where)
         verbose = check_verbose(verbose, where)
-        x = check_x(self, x, where)
+        x = check_x(self, x, where, convert=False)
         y = check_y(self, y, len(x), where)
         steps = -(-len(x) // batch_size)
         bar = Progbar(steps, verbose)
-        logs = self._evaluate_arrays(x, y, batch_size, bar)
+        with blas_threads():
+            logs = self._evaluate_arrays(x, y, batch_size, bar)
         bar.update(steps, logs, finished=True)
         return [logs["loss"], logs["accuracy"]] if self.metrics else logs["loss"]
 
@@ -326,13 +415,18 @@ class Sequential:
         where = "predict"
         batch_size = check_positive_int(batch_size, "batch_size", where)
         verbose = check_verbose(verbose, where)
-        x = check_x(self, x, where)
+        x = check_x(self, x, where, convert=False)
         out = np.empty((len(x), *self.output_shape), dtype=self.dtype)
         steps = -(-len(x) // batch_size)
         bar = Progbar(steps, verbose)
-        for step, start in enumerate(range(0, len(x), batch_size)):
-            out[start:start + batch_size] = self._forward(x[start:start + batch_size], False)
-            bar.update(step + 1)
+        # Inference keeps nothing for a backward pass, so it runs in larger chunks than the
+        # user's batch_size (fewer calls, better BLAS shapes); the outputs are the same.
+        chunk = max(batch_size, PREDICT_CHUNK)
+        with blas_threads():
+            for start in range(0, len(x), chunk):
+                xb = np.ascontiguousarray(x[start:start + chunk], dtype=self.dtype)
+                out[start:start + chunk] = self._forward(xb, False)
+                bar.update(min(steps, -(-(start + len(xb)) // batch_size)))
         bar.update(steps, finished=True)
         return out
 
