@@ -55,7 +55,8 @@ class MaxPooling2D(Layer):
         if created:
             out_shape = (x.shape[0], *self.output_shape)
             ws["y"] = np.empty(out_shape, x.dtype)
-            ws["argmax"] = np.empty(out_shape, np.int64)
+            # int32 halves the argmax traffic; the generic kernel's contract is int64.
+            ws["argmax"] = np.empty(out_shape, np.int32 if self._tiled else np.int64)
         y, argmax = ws["y"], ws["argmax"]
         if self._tiled:
             fused.maxpool2d_tiled_forward(x, self.pool_size, y, argmax)
