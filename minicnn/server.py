@@ -8,7 +8,8 @@ app.js, style.css, no CDN, no external fonts) and a small JSON API:
                        <- {"pixels": [784 numbers in 0..1]}       MNIST-like, light on dark, by rows
                           optional "feature_maps": true adds the first Conv2D layer's outputs
                        -> {"prediction": 7, "probabilities": [10 floats], "image": [784 floats],
-                           "blank": false}
+                           "blank": false, "milliseconds": server time}
+                          ("image": the 28x28 picture the model saw, row by row, 0..1)
 A blank drawing answers 200 with {"blank": true, "prediction": null, "message": "Nothing drawn..."}:
 an empty canvas is a normal state of the page, not a client error. Bad requests answer with a
 JSON {"error": "..."}: 400 (malformed JSON, unreadable image, wrong pixels), 404, 405, 411, 413
@@ -17,8 +18,8 @@ server goes on).
 
 The model is loaded once. Requests run in threads but share the one model behind a lock:
 minicnn layers keep the last batch and workspace buffers between calls, so two forward passes
-must never run through the same layers at once. A prediction takes well under a millisecond of
-the request's time; the lock costs little beside decoding and preprocessing, which run unlocked.
+must never run through the same layers at once. The forward pass of one image takes about a
+millisecond; JSON, image decoding and preprocessing, most of a request's time, run unlocked.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_MODEL_PATH",
     "DEFAULT_PORT",
+    "HELP",
     "DigitPredictor",
     "RequestError",
     "add_arguments",
@@ -59,8 +61,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 # A 280 x 280 canvas as PNG is 5-30 KB; 2 MiB leaves room for big phone canvases and photos.
 MAX_BODY_BYTES = 2 * 1024 * 1024
-# Decoded size cap: a small, highly compressible PNG can claim enormous dimensions.
-MAX_IMAGE_PIXELS = 4096 * 4096
+# Decoded size cap: a small, highly compressible PNG can claim enormous dimensions, and
+# preprocessing costs time in proportion to the pixels. A phone canvas at 3x is ~1200 x 1200.
+MAX_IMAGE_PIXELS = 2048 * 2048
 # Seconds a connection may sit idle (or dribble a request) before its thread gives up.
 REQUEST_TIMEOUT = 30
 NOTHING_DRAWN = "Nothing drawn: the picture is blank. Draw a digit."
@@ -282,6 +285,9 @@ class DigitRequestHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive; every answer carries a Content-Length
     server_version = "minicnn-serve"
     timeout = REQUEST_TIMEOUT
+    # Headers and body go out as two writes; with Nagle's algorithm the body would wait for the
+    # client's delayed ACK of the headers (~40 ms per request on a keep-alive connection).
+    disable_nagle_algorithm = True
 
     # -- answers ----------------------------------------------------------------------------
     def _send(self, status: int, body: bytes, content_type: str, extra_headers=()):
@@ -394,6 +400,9 @@ class DigitServer(http.server.ThreadingHTTPServer):
     """ThreadingHTTPServer holding the predictor, the page files and the limits."""
 
     daemon_threads = True  # a hung client never blocks shutdown
+    # listen() backlog: the default 5 drops connections when a page reload and a few clients
+    # connect at once, and a dropped SYN costs the client a 1 s retransmission.
+    request_queue_size = 64
 
     def __init__(self, address, predictor: DigitPredictor, max_body_bytes: int = MAX_BODY_BYTES,
                  log_requests: bool = False):

@@ -12,6 +12,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -366,6 +368,58 @@ def test_keep_alive_connection_serves_many_requests(server, test_digits):
         assert health["status"] == "ok"
     finally:
         connection.close()
+
+
+class _SharedBufferLayer:
+    """A stand-in layer that, like a layer with a reused workspace, writes its input into one
+    buffer and reads it back a moment later: unsafe if two threads run it at once."""
+
+    name = "shared_buffer"
+
+    def __init__(self):
+        self.buffer = np.zeros((1, 28, 28, 1), dtype=np.float32)
+
+    def forward(self, x, training=False):
+        self.buffer[...] = x
+        time.sleep(0.002)  # another thread would overwrite the buffer now
+        return self.buffer.copy()
+
+
+class _ClassFromMeanLayer:
+    """(1, 28, 28, 1) image whose pixels all equal k / 10 -> one-hot probabilities of class k."""
+
+    name = "class_from_mean"
+
+    def forward(self, x, training=False):
+        out = np.zeros((1, 10), dtype=np.float32)
+        out[0, int(round(float(x.mean()) * 10))] = 1.0
+        return out
+
+
+class _StubModel:
+    input_shape, output_shape, dtype = (28, 28, 1), (10,), np.dtype(np.float32)
+
+    def __init__(self):
+        self.layers = [_SharedBufferLayer(), _ClassFromMeanLayer()]
+
+
+def test_concurrent_predictions_on_the_shared_model_do_not_mix():
+    predictor = DigitPredictor(_StubModel(), name="stub")
+    wrong = []
+
+    def client(k):
+        image = np.full((28, 28), k / 10, dtype=np.float32)
+        for _ in range(20):
+            got = predictor.predict(image)["prediction"]
+            if got != k:
+                wrong.append((k, got))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(1, 9)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not wrong, wrong[:5]
 
 
 # ---- model loading and the command line --------------------------------------------------------
