@@ -8,6 +8,7 @@ import base64
 import io
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -474,6 +475,8 @@ def test_command_line_prints_the_address_serves_and_stops_on_ctrl_c(model_path, 
         [sys.executable, "-c", code, "--model", str(model_path), "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
+        ready, _, _ = select.select([process.stdout], [], [], 120)  # never wait forever
+        assert ready, "the server printed nothing within 120 s"
         line = process.stdout.readline()
         match = re.search(r"Open (http://127\.0\.0\.1:(\d+)/) in a browser", line)
         assert match, (line, process.poll())
