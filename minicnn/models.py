@@ -6,6 +6,8 @@ layer and a probabilistic cross-entropy the loss hands back dL/dz = (p - onehot)
 (stable, and the exact gradient wherever the clip is inactive).
 """
 
+from contextlib import nullcontext
+
 import numpy as np
 
 from . import losses as losses_module
@@ -19,7 +21,7 @@ from .layers import get_class as layer_class
 from .layers.base import ActivatedLayer, unique_name
 from .layers.core import Activation
 from .ops.threads import blas_threads
-from .profiling import TrainingProfile, clock
+from .profiling import TrainingProfile, instrument
 
 
 class LossNotFiniteError(FloatingPointError):
@@ -202,40 +204,6 @@ class Sequential:
         self.optimizer.apply_gradients(self._trainable_pairs())
         return loss, correct
 
-    def _train_step_profiled(self, x, y, prof):
-        """_train_step with each phase timed into prof (a TrainingProfile); same arithmetic."""
-        add = prof.add
-        t = clock()
-        for layer in self.layers:
-            x = layer.forward(x, training=True)
-            t, t0 = clock(), t
-            add(f"{layer.name} forward", t - t0)
-        y_pred = x
-        loss, correct = self._batch_metrics(y, y_pred)
-        if not np.isfinite(loss):
-            return loss, correct
-        last = self.layers[-1]
-        if self._softmax_is_fused():
-            grad = self.loss.gradient_through_softmax(y, y_pred)
-            t, t0 = clock(), t
-            add("loss + metrics", t - t0)
-            if isinstance(last, ActivatedLayer):
-                grad = last.backward_preactivation(grad)
-        else:
-            grad = self.loss.gradient(y, y_pred)
-            t, t0 = clock(), t
-            add("loss + metrics", t - t0)
-            grad = last.backward(grad)
-        t, t0 = clock(), t
-        add(f"{last.name} backward", t - t0)
-        for layer in reversed(self.layers[:-1]):
-            grad = layer.backward(grad)
-            t, t0 = clock(), t
-            add(f"{layer.name} backward", t - t0)
-        self.optimizer.apply_gradients(self._trainable_pairs())
-        add("optimizer", clock() - t)
-        return loss, correct
-
     # -- fit ------------------------------------------------------------------------------------
     def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
@@ -290,74 +258,61 @@ class Sequential:
         self.stop_training = False
         x_batch = np.empty((min(batch_size, n), *x.shape[1:]), dtype=self.dtype)
         y_batch = np.empty((min(batch_size, n), *y.shape[1:]), dtype=y.dtype)
-        # A float32 data set is gathered straight into the batch buffer; any other dtype is
-        # gathered (a batch-sized temporary) and converted on the copy into the buffer.
-        direct_gather = x.dtype == self.dtype
-        prof = TrainingProfile([layer.name for layer in self.layers]) if profile else None
-        history.profile = prof
-        for epoch in range(initial_epoch, epochs):
-            epoch_start = clock()
-            for callback in callbacks:
-                callback.on_epoch_begin(epoch)
-            t0 = clock()
-            order = get_rng().permutation(n) if shuffle else np.arange(n)
-            if prof is not None:
-                prof.add("data: shuffle", clock() - t0)
-            loss_sum = correct_sum = seen = 0
-            logs = {}
-            for step in range(steps):
-                if prof is not None:
-                    t0 = clock()
-                index = order[step * batch_size:(step + 1) * batch_size]
-                # Gather into reused buffers: one permutation per epoch, no copy of the data set.
-                xb = x_batch[:len(index)]
-                if direct_gather:
-                    np.take(x, index, axis=0, out=xb)
-                else:
-                    xb[...] = x[index]
-                yb = np.take(y, index, axis=0, out=y_batch[:len(index)])
-                if prof is None:
-                    loss, correct = self._train_step(xb, yb)
-                else:
-                    t1 = clock()
-                    if prof.first_step_seconds is None:
-                        loss, correct = self._train_step(xb, yb)
-                        prof.first_step_seconds = clock() - t0
-                        # Time the rest of this epoch (its shuffle included), not step 1.
-                        epoch_start = clock() - prof.seconds["data: shuffle"]
-                    else:
-                        prof.add("data: gather", t1 - t0)
-                        loss, correct = self._train_step_profiled(xb, yb, prof)
-                        prof.steps += 1
-                        prof.samples += len(index)
-                if not np.isfinite(loss):
-                    self._raise_not_finite(loss, epoch, step, history)
-                seen += len(index)
-                loss_sum += loss * len(index)
-                correct_sum += correct
-                if prof is not None:
-                    t0 = clock()
-                logs = self._logs(loss_sum, correct_sum, seen)
+        profiler = TrainingProfile([layer.name for layer in self.layers], n, batch_size) \
+            if profile else None
+        if profiler is not None:
+            callbacks.insert(0, profiler)
+        history.profile = profiler
+        for callback in callbacks:
+            callback.set_model(self)
+            callback.on_train_begin()
+        self.stop_training = False
+        with instrument(self, profiler, callbacks) if profiler else nullcontext():
+            for epoch in range(initial_epoch, epochs):
                 for callback in callbacks:
-                    callback.on_train_batch_end(step, logs)
-                if prof is not None:
-                    prof.add("callbacks", clock() - t0)
-            if val_x is not None:
-                val = self._evaluate_arrays(val_x, val_y, batch_size)
-                logs.update({"val_" + k: v for k, v in val.items()})
-            for callback in callbacks:
-                callback.on_epoch_end(epoch, logs)
-            if prof is not None:
-                prof.wall_seconds += clock() - epoch_start
-                prof.epochs += 1
-            if self.stop_training:
-                break
+                    callback.on_epoch_begin(epoch)
+                order = self._shuffled_order(n, shuffle)
+                loss_sum = correct_sum = seen = 0
+                logs = {}
+                for step in range(steps):
+                    index = order[step * batch_size:(step + 1) * batch_size]
+                    xb, yb = self._gather(x, y, index, x_batch, y_batch)
+                    loss, correct = self._train_step(xb, yb)
+                    if not np.isfinite(loss):
+                        self._raise_not_finite(loss, epoch, step, history)
+                    seen += len(index)
+                    loss_sum += loss * len(index)
+                    correct_sum += correct
+                    logs = self._logs(loss_sum, correct_sum, seen)
+                    for callback in callbacks:
+                        callback.on_train_batch_end(step, logs)
+                if val_x is not None:
+                    val = self._evaluate_arrays(val_x, val_y, batch_size)
+                    logs.update({"val_" + k: v for k, v in val.items()})
+                for callback in callbacks:
+                    callback.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
         for callback in callbacks:
             callback.on_train_end()
-        if prof is not None:
-            prof.finish()
         self.history = history
         return history
+
+    def _shuffled_order(self, n, shuffle):
+        """The sample order of one epoch: one permutation, the data set itself is not copied."""
+        return get_rng().permutation(n) if shuffle else np.arange(n)
+
+    @staticmethod
+    def _gather(x, y, index, x_batch, y_batch):
+        """Copy the samples `index` into the reused batch buffers, converting x's dtype on the
+        way (a float64 data set is never copied whole). Returns views of the filled part."""
+        xb, yb = x_batch[:len(index)], y_batch[:len(index)]
+        if x.dtype == xb.dtype:
+            np.take(x, index, axis=0, out=xb)
+        else:
+            xb[...] = x[index]
+        np.take(y, index, axis=0, out=yb)
+        return xb, yb
 
     def _unpack_validation(self, validation_data):
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:

@@ -21,28 +21,38 @@ The first training step is left out of the rows and reported on its own as
 ``first_step_seconds``: it includes Numba's compilation (or loading from its disk cache) and
 the first allocation of every workspace buffer.
 
-Profiling only adds two clock reads around each timed phase, and ``fit`` runs it in a separate
-copy of the step (``Sequential._train_step_profiled``), so ``profile=False`` pays nothing.
+Profiling wraps the methods of this model's layers, loss and optimizer (on these instances
+only, for the duration of the fit) with a clock read before and after; the training loop in
+models.py has one path, and ``profile=False`` pays nothing. Validation passes are not timed.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
-__all__ = ["TrainingProfile", "profile_fit"]
+from .callbacks import Callback
+
+__all__ = ["TrainingProfile", "profile_fit", "instrument"]
 
 clock = time.perf_counter
 
 
-class TrainingProfile:
-    """Accumulated phase times of one ``fit`` call.
+class TrainingProfile(Callback):
+    """Accumulated phase times of one ``fit`` call (also a callback: it marks where steps and
+    epochs begin and end).
 
     Attributes: ``seconds`` (dict phase -> seconds, in step order), ``steps`` (timed steps, the
     first one excluded), ``samples`` (images in those steps), ``wall_seconds`` (wall time of
     the timed steps' epochs minus the first step), ``first_step_seconds``, ``epochs``.
     """
 
-    def __init__(self, layer_names):
+    def __init__(self, layer_names, n_samples=0, batch_size=1):
+        super().__init__()
+        self.n_samples, self.batch_size = n_samples, batch_size
+        self.steps_per_epoch = -(-n_samples // batch_size)
+        self.recording = False
+        self._epoch_start = None
         self.seconds = {"data: shuffle": 0.0, "data: gather": 0.0}
         for name in layer_names:
             self.seconds[f"{name} forward"] = 0.0
@@ -60,8 +70,46 @@ class TrainingProfile:
         self.first_step_seconds = None
 
     def add(self, phase, seconds):
-        """Add seconds to a phase (used by the training loop)."""
+        """Add seconds to a phase."""
         self.seconds[phase] += seconds
+
+    def timed(self, phase, method):
+        """`method` wrapped so that each call, while recording, adds its time to `phase`."""
+        def wrapper(*args, **kwargs):
+            if not self.recording:
+                return method(*args, **kwargs)
+            start = clock()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds[phase] += clock() - start
+        return wrapper
+
+    # -- callback hooks: the first step is timed apart; validation is not timed --------------------
+    def on_epoch_begin(self, epoch, logs=None):
+        self.recording = True
+        self._epoch_start = clock()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = clock()
+        if self.first_step_seconds is None:
+            # Step 1 pays for compiling (or loading) kernels and allocating workspaces.
+            self.first_step_seconds = now - self._epoch_start
+            shuffle = self.seconds["data: shuffle"]
+            self.seconds = dict.fromkeys(self.seconds, 0.0)
+            self.seconds["data: shuffle"] = shuffle
+            self._epoch_start = now - shuffle
+        else:
+            self.steps += 1
+            self.samples += min(self.batch_size, self.n_samples - batch * self.batch_size)
+        if batch + 1 == self.steps_per_epoch:
+            self.recording = False
+            self.wall_seconds += now - self._epoch_start
+            self.epochs += 1
+
+    def on_train_end(self, logs=None):
+        self.recording = False
+        self.finish()
 
     def finish(self):
         """Put the untimed remainder of the wall time into 'other'."""
@@ -122,3 +170,40 @@ def profile_fit(model, x, y, batch_size=32, epochs=1, **fit_kwargs):
     fit_kwargs.setdefault("verbose", 0)
     history = model.fit(x, y, batch_size=batch_size, epochs=epochs, profile=True, **fit_kwargs)
     return history.profile
+
+
+@contextmanager
+def instrument(model, profile, callbacks=()):
+    """Time each phase of `model`'s training steps into `profile` while inside the block.
+
+    Wraps, on these instances only: each layer's forward and backward (and the last layer's
+    backward_preactivation, which the fused softmax path calls), the model's shuffle and
+    gather, its loss-and-metrics call and the loss's gradient, the optimizer step, and the
+    callbacks' per-batch hook. Everything is restored on exit.
+    """
+    wrapped = []
+
+    def wrap(owner, name, phase):
+        setattr(owner, name, profile.timed(phase, getattr(owner, name)))
+        wrapped.append((owner, name))
+
+    for layer in model.layers:
+        wrap(layer, "forward", f"{layer.name} forward")
+        wrap(layer, "backward", f"{layer.name} backward")
+    last = model.layers[-1]
+    if model._softmax_is_fused() and hasattr(last, "backward_preactivation"):
+        wrap(last, "backward_preactivation", f"{last.name} backward")
+    wrap(model, "_shuffled_order", "data: shuffle")
+    wrap(model, "_gather", "data: gather")
+    wrap(model, "_batch_metrics", "loss + metrics")
+    wrap(model.loss, "gradient", "loss + metrics")
+    wrap(model.loss, "gradient_through_softmax", "loss + metrics")
+    wrap(model.optimizer, "apply_gradients", "optimizer")
+    for callback in callbacks:
+        if callback is not profile:
+            wrap(callback, "on_train_batch_end", "callbacks")
+    try:
+        yield profile
+    finally:
+        for owner, name in wrapped:
+            delattr(owner, name)  # the instance attribute goes; the class method shows again
