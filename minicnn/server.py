@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .preprocessing import MIN_CONTRAST, _pil_to_gray, preprocess_digit
+from .preprocessing import MIN_CONTRAST, pil_to_gray, preprocess_digit
 
 __all__ = [
     "DEFAULT_HOST",
@@ -193,7 +193,7 @@ def decode_data_url(data_url) -> np.ndarray:
             if width * height > MAX_IMAGE_PIXELS:
                 raise RequestError(413, f"the image is {width} x {height} pixels; the limit is "
                                         f"{MAX_IMAGE_PIXELS:,} pixels. Send a smaller picture.")
-            return _pil_to_gray(im)
+            return pil_to_gray(im)
     except RequestError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
