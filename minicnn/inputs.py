@@ -47,10 +47,12 @@ def as_array(data, arg, where):
     return array
 
 
-def check_x(model, x, where, arg="x"):
-    """Validate inputs against the model and convert them once to its dtype.
+def check_x(model, x, where, arg="x", convert=True):
+    """Validate inputs against the model; convert them once to its dtype unless convert=False.
 
-    x: (N, *input_shape) of any real dtype -> C-contiguous array of model.dtype.
+    x: (N, *input_shape) of any real dtype -> C-contiguous array of model.dtype (convert=True),
+    or x itself, validated, in its own dtype (convert=False: the training loop converts each
+    batch as it gathers it, so a float64 data set is never copied whole to float32).
     Builds an unbuilt model from x's shape, as Keras does.
     """
     x = as_array(x, arg, where)
@@ -70,14 +72,30 @@ def check_x(model, x, where, arg="x"):
         raise ValueError(_shape_message(x.shape, expected, arg, where))
     if np.issubdtype(x.dtype, np.complexfloating):
         raise TypeError(f"{where}: {arg} is complex ({x.dtype}); pass real numbers.")
-    x = np.ascontiguousarray(x, dtype=model.dtype)
-    if not np.isfinite(x).all():
-        bad = int(np.count_nonzero(~np.isfinite(x)))
+    if convert:
+        x = np.ascontiguousarray(x, dtype=model.dtype)
+    bad = count_not_finite(x)
+    if bad:
         raise ValueError(
             f"{where}: {arg} contains {bad} NaN or inf value(s). Clean the data first, e.g. "
             f"np.nan_to_num(x), or drop those samples."
         )
     return x
+
+
+def count_not_finite(x, chunk_bytes=1 << 22):
+    """Number of NaN/inf entries of x, checked in chunks of ~4 MB so a large data set never
+    needs a full-size boolean temporary. Integer and bool arrays are always finite."""
+    if not np.issubdtype(x.dtype, np.floating):
+        return 0
+    per_sample = max(1, x[0].size * x.dtype.itemsize)
+    step = max(1, chunk_bytes // per_sample)
+    bad = 0
+    for start in range(0, len(x), step):
+        chunk = x[start:start + step]
+        if not np.isfinite(chunk).all():
+            bad += int(np.count_nonzero(~np.isfinite(chunk)))
+    return bad
 
 
 def _shape_message(got, expected, arg, where):

@@ -6,6 +6,8 @@ layer and a probabilistic cross-entropy the loss hands back dL/dz = (p - onehot)
 (stable, and the exact gradient wherever the clip is inactive).
 """
 
+from contextlib import nullcontext
+
 import numpy as np
 
 from . import losses as losses_module
@@ -18,6 +20,8 @@ from .layers import Layer
 from .layers import get_class as layer_class
 from .layers.base import ActivatedLayer, unique_name
 from .layers.core import Activation
+from .ops.threads import blas_threads
+from .profiling import TrainingProfile, instrument
 
 
 class LossNotFiniteError(FloatingPointError):
@@ -27,6 +31,9 @@ class LossNotFiniteError(FloatingPointError):
         super().__init__(message)
         self.history = history
 
+
+# Samples per forward call in predict (see Sequential.predict).
+PREDICT_CHUNK = 128
 
 _METRIC_ALIASES = {"accuracy": "accuracy", "acc": "accuracy"}
 
@@ -199,12 +206,23 @@ class Sequential:
 
     # -- fit ------------------------------------------------------------------------------------
     def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0):
+            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
+            profile=False):
         """Train for `epochs` passes over (x, y); returns a History (history.history[...]).
 
-        x: (N, *input_shape); y: (N,) integer labels (sparse loss) or (N, K) one-hot.
-        validation_split takes the *last* fraction of the data before shuffling, as Keras.
+        x: (N, *input_shape) of any real dtype (each batch is converted to the model's dtype
+        as it is gathered: a float64 data set is never copied whole); y: (N,) integer labels
+        (sparse loss) or (N, K) one-hot. validation_split takes the *last* fraction of the
+        data before shuffling, as Keras.
+        profile=True times every phase of every step (see minicnn.profiling) and stores a
+        TrainingProfile as history.profile; print(history.profile) shows the table.
         """
+        with blas_threads():
+            return self._fit(x, y, batch_size, epochs, verbose, callbacks, validation_split,
+                             validation_data, shuffle, initial_epoch, profile)
+
+    def _fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
+             validation_data, shuffle, initial_epoch, profile):
         where = "fit"
         self._require_compiled(where)
         batch_size = check_positive_int(batch_size, "batch_size", where)
@@ -212,7 +230,7 @@ class Sequential:
         initial_epoch = check_positive_int(initial_epoch, "initial_epoch", where, minimum=0)
         verbose = check_verbose(verbose, where)
         validation_split = check_validation_split(validation_split, where)
-        x = check_x(self, x, where)
+        x = check_x(self, x, where, convert=False)
         y = check_y(self, y, len(x), where)
         if validation_data is not None:
             val_x, val_y = self._unpack_validation(validation_data)
@@ -238,39 +256,63 @@ class Sequential:
             callback.set_model(self)
             callback.on_train_begin()
         self.stop_training = False
-        x_batch = np.empty((min(batch_size, n), *x.shape[1:]), dtype=x.dtype)
+        x_batch = np.empty((min(batch_size, n), *x.shape[1:]), dtype=self.dtype)
         y_batch = np.empty((min(batch_size, n), *y.shape[1:]), dtype=y.dtype)
-        for epoch in range(initial_epoch, epochs):
-            for callback in callbacks:
-                callback.on_epoch_begin(epoch)
-            order = get_rng().permutation(n) if shuffle else np.arange(n)
-            loss_sum = correct_sum = seen = 0
-            logs = {}
-            for step in range(steps):
-                index = order[step * batch_size:(step + 1) * batch_size]
-                # Gather into reused buffers: one permutation per epoch, no copy of the data set.
-                xb = np.take(x, index, axis=0, out=x_batch[:len(index)])
-                yb = np.take(y, index, axis=0, out=y_batch[:len(index)])
-                loss, correct = self._train_step(xb, yb)
-                if not np.isfinite(loss):
-                    self._raise_not_finite(loss, epoch, step, history)
-                seen += len(index)
-                loss_sum += loss * len(index)
-                correct_sum += correct
-                logs = self._logs(loss_sum, correct_sum, seen)
+        profiler = TrainingProfile([layer.name for layer in self.layers], n, batch_size) \
+            if profile else None
+        if profiler is not None:
+            callbacks.insert(0, profiler)
+        history.profile = profiler
+        for callback in callbacks:
+            callback.set_model(self)
+            callback.on_train_begin()
+        self.stop_training = False
+        with instrument(self, profiler, callbacks) if profiler else nullcontext():
+            for epoch in range(initial_epoch, epochs):
                 for callback in callbacks:
-                    callback.on_train_batch_end(step, logs)
-            if val_x is not None:
-                val = self._evaluate_arrays(val_x, val_y, batch_size)
-                logs.update({"val_" + k: v for k, v in val.items()})
-            for callback in callbacks:
-                callback.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
+                    callback.on_epoch_begin(epoch)
+                order = self._shuffled_order(n, shuffle)
+                loss_sum = correct_sum = seen = 0
+                logs = {}
+                for step in range(steps):
+                    index = order[step * batch_size:(step + 1) * batch_size]
+                    xb, yb = self._gather(x, y, index, x_batch, y_batch)
+                    loss, correct = self._train_step(xb, yb)
+                    if not np.isfinite(loss):
+                        self._raise_not_finite(loss, epoch, step, history)
+                    seen += len(index)
+                    loss_sum += loss * len(index)
+                    correct_sum += correct
+                    logs = self._logs(loss_sum, correct_sum, seen)
+                    for callback in callbacks:
+                        callback.on_train_batch_end(step, logs)
+                if val_x is not None:
+                    val = self._evaluate_arrays(val_x, val_y, batch_size)
+                    logs.update({"val_" + k: v for k, v in val.items()})
+                for callback in callbacks:
+                    callback.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
         for callback in callbacks:
             callback.on_train_end()
         self.history = history
         return history
+
+    def _shuffled_order(self, n, shuffle):
+        """The sample order of one epoch: one permutation, the data set itself is not copied."""
+        return get_rng().permutation(n) if shuffle else np.arange(n)
+
+    @staticmethod
+    def _gather(x, y, index, x_batch, y_batch):
+        """Copy the samples `index` into the reused batch buffers, converting x's dtype on the
+        way (a float64 data set is never copied whole). Returns views of the filled part."""
+        xb, yb = x_batch[:len(index)], y_batch[:len(index)]
+        if x.dtype == xb.dtype:
+            np.take(x, index, axis=0, out=xb)
+        else:
+            xb[...] = x[index]
+        np.take(y, index, axis=0, out=yb)
+        return xb, yb
 
     def _unpack_validation(self, validation_data):
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -299,6 +341,7 @@ class Sequential:
         loss_sum = correct_sum = 0
         for start in range(0, len(x), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            xb = np.ascontiguousarray(xb, dtype=self.dtype)  # per batch: no full-size copy
             loss, correct = self._batch_metrics(yb, self._forward(xb, training=False))
             loss_sum += loss * len(xb)
             correct_sum += correct
@@ -313,11 +356,12 @@ class Sequential:
         self._require_compiled(where)
         batch_size = check_positive_int(batch_size, "batch_size", where)
         verbose = check_verbose(verbose, where)
-        x = check_x(self, x, where)
+        x = check_x(self, x, where, convert=False)
         y = check_y(self, y, len(x), where)
         steps = -(-len(x) // batch_size)
         bar = Progbar(steps, verbose)
-        logs = self._evaluate_arrays(x, y, batch_size, bar)
+        with blas_threads():
+            logs = self._evaluate_arrays(x, y, batch_size, bar)
         bar.update(steps, logs, finished=True)
         return [logs["loss"], logs["accuracy"]] if self.metrics else logs["loss"]
 
@@ -326,13 +370,18 @@ class Sequential:
         where = "predict"
         batch_size = check_positive_int(batch_size, "batch_size", where)
         verbose = check_verbose(verbose, where)
-        x = check_x(self, x, where)
+        x = check_x(self, x, where, convert=False)
         out = np.empty((len(x), *self.output_shape), dtype=self.dtype)
         steps = -(-len(x) // batch_size)
         bar = Progbar(steps, verbose)
-        for step, start in enumerate(range(0, len(x), batch_size)):
-            out[start:start + batch_size] = self._forward(x[start:start + batch_size], False)
-            bar.update(step + 1)
+        # Inference keeps nothing for a backward pass, so it runs in larger chunks than the
+        # user's batch_size (fewer calls, better BLAS shapes); the outputs are the same.
+        chunk = max(batch_size, PREDICT_CHUNK)
+        with blas_threads():
+            for start in range(0, len(x), chunk):
+                xb = np.ascontiguousarray(x[start:start + chunk], dtype=self.dtype)
+                out[start:start + chunk] = self._forward(xb, False)
+                bar.update(min(steps, -(-(start + len(xb)) // batch_size)))
         bar.update(steps, finished=True)
         return out
 

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from .ops import fused
+
 
 def _check_positive(value, arg, where, allow_zero=False):
     ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and (
@@ -116,6 +118,10 @@ class Adam(Optimizer):
         b1, b2 = self.beta_1, self.beta_2
         alpha = self.learning_rate * math.sqrt(1 - b2**t) / (1 - b1**t)
         for (grad, param), (m, v) in zip(pairs, self._slots, strict=True):
+            if _fusable(grad, param, m, v):
+                # One compiled pass per array instead of ~8 NumPy passes and temporaries.
+                fused.adam_update(grad, param, m, v, b1, b2, alpha, self.epsilon)
+                continue
             m += (1 - b1) * (grad - m)
             v += (1 - b2) * (grad * grad - v)
             param -= alpha * m / (np.sqrt(v) + self.epsilon)
@@ -123,6 +129,13 @@ class Adam(Optimizer):
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
                 "epsilon": self.epsilon}
+
+
+def _fusable(*arrays):
+    """True when the fused kernel can update these arrays in place (same dtype, contiguous)."""
+    dtype = arrays[0].dtype
+    return all(a.dtype == dtype and a.flags.c_contiguous for a in arrays) and dtype in (
+        np.float32, np.float64)
 
 
 _BY_NAME = {"adam": Adam, "sgd": SGD}

@@ -57,7 +57,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)  # phones store the camera's rotation in EXIF
-            return _pil_to_gray(im)
+            return pil_to_gray(im)
     except PermissionError:
         raise  # an OSError too, but not a problem with the file's content
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
@@ -69,7 +69,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         ) from err
 
 
-def _pil_to_gray(im) -> np.ndarray:
+def pil_to_gray(im) -> np.ndarray:
     """Pillow image of any mode -> (H, W) float32 gray in [0, 1], transparency on white."""
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # 16-bit grayscale PNGs open as "I;16" (or "I" in older Pillow): full scale is 65535.

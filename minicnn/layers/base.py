@@ -58,6 +58,36 @@ def normalize_padding(padding, where):
     raise ValueError(f"{where}: padding must be 'valid' or 'same', got {padding!r}.")
 
 
+class Workspace:
+    """Scratch arrays a layer reuses between batches of the same shape (no per-batch malloc).
+
+    ``ws.get(key)`` returns the dict of buffers for ``key`` (e.g. the input's shape and dtype),
+    creating an empty one on first use; the layer fills it on a miss. At most ``size`` keys are
+    kept (the training batch, the last short batch, the prediction batch); the oldest goes.
+    Large arrays from np.empty are fresh pages from the OS each time (page faults on every
+    touch), which cost as much as the arithmetic for MNIST-sized layers.
+    """
+
+    def __init__(self, size=3):
+        self.size = size
+        self._entries = {}
+
+    def get(self, key):
+        """(buffers dict, created: bool) for key."""
+        entry = self._entries.pop(key, None)
+        created = entry is None
+        if created:
+            entry = {}
+            while len(self._entries) >= self.size:
+                self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = entry  # re-insert: most recently used last
+        return entry, created
+
+    def clear(self):
+        """Drop every buffer (e.g. after a large prediction batch)."""
+        self._entries.clear()
+
+
 class Layer:
     """Base class. Subclasses set `params` in `_create_params` and implement forward/backward.
 
@@ -153,7 +183,10 @@ class Layer:
                 f"{self.where}: built for inputs of shape "
                 f"(N, {', '.join(map(str, self.input_shape))}), got {x.shape}."
             )
-        return self.forward(np.ascontiguousarray(x, dtype=self.dtype), training=training)
+        out = self.forward(np.ascontiguousarray(x, dtype=self.dtype), training=training)
+        # forward may return a workspace buffer that the next call overwrites; direct callers
+        # get their own array, as in Keras.
+        return out.copy()
 
     # -- weights --------------------------------------------------------------------------------
     def get_weights(self):

@@ -1,11 +1,27 @@
 """Conv2D: shapes, parameters and the padding rule. The math itself is in minicnn/ops:
-`ops/reference.py` (readable NumPy) and `ops/kernels.py` (the Numba twin used here).
+`ops/reference.py` (readable NumPy), `ops/kernels.py` (the Numba twins) and `ops/fused.py`
+(bias + ReLU fused into one pass, used here).
+
+Fast path, per batch (buffers reused between batches of the same shape, see Workspace):
+forward  cols = im2col(x); z = cols @ K; y = relu(z + b)       (one BLAS call, one fused pass)
+backward dz = dy * [y > 0], db = sum(dz)                        (one fused pass)
+         dK = cols.T @ dz; dx = col2im(dz @ K.T)                (two BLAS calls, one scatter)
 """
 
 import numpy as np
 
-from .. import ops
-from .base import ActivatedLayer, normalize_padding, normalize_tuple
+from .. import activations, ops
+from ..ops import fused, kernels
+from .base import ActivatedLayer, Workspace, normalize_padding, normalize_tuple
+
+
+def fused_activation_code(activation):
+    """fused.ACT_RELU / fused.ACT_LINEAR for activations the fused kernels know, else None."""
+    if type(activation) is activations.ReLU:
+        return fused.ACT_RELU
+    if type(activation) is activations.Linear:
+        return fused.ACT_LINEAR
+    return None
 
 
 class Conv2D(ActivatedLayer):
@@ -65,22 +81,84 @@ class Conv2D(ActivatedLayer):
     def build(self, input_shape):
         super().build(input_shape)
         self._pads = self._geometry(self.input_shape)[2]
+        self._workspace = Workspace()
+
+    def _buffers(self, x):
+        """The reusable arrays for inputs shaped like x: cols, z (the output), dz, dcols, dx."""
+        ws, created = self._workspace.get((x.shape, x.dtype.str))
+        if created:
+            n = x.shape[0]
+            out_h, out_w, filters = self.output_shape
+            kh, kw = self.kernel_size
+            rows, depth = n * out_h * out_w, kh * kw * x.shape[3]
+            ws["cols"] = np.empty((rows, depth), x.dtype)
+            ws["z"] = np.empty((rows, filters), x.dtype)
+            ws["geometry"] = (out_h, out_w)
+        return ws
 
     def forward(self, x, training=False):
-        z, self._cols = ops.conv2d_forward(x, self.params["kernel"], self.params.get("bias"),
-                                           self.strides, self._pads)
+        x = np.ascontiguousarray(x)
+        ws = self._buffers(x)
+        kernel = self.params["kernel"]
+        bias = self.params.get("bias")
+        kh, kw, _, filters = kernel.shape
+        (sh, sw), (top, _, left, _) = self.strides, self._pads
+        out_h, out_w = ws["geometry"]
+        cols, z = ws["cols"], ws["z"]
+        kernels._im2col_into(x, kh, kw, sh, sw, top, left, out_h, out_w, cols)
+        np.matmul(cols, kernel.reshape(-1, filters), out=z)
+        act = fused_activation_code(self.activation)
+        if act is not None:
+            out = fused.bias_act_forward(z, bias, act)
+        else:
+            if bias is not None:
+                z += bias
+            out = self.activation.forward(z)
+        self._ws = ws
+        self._act = act
         self._x_shape = x.shape
-        self._output = self.activation.forward(z)
+        self._output = out.reshape(x.shape[0], out_h, out_w, filters)
         return self._output
 
+    def backward(self, dy):
+        if self._act is None:
+            return super().backward(dy)
+        filters = self.filters
+        dy2 = np.ascontiguousarray(dy).reshape(-1, filters)
+        ws = self._ws
+        dz = ws.get("dz")
+        if dz is None:
+            dz = ws["dz"] = np.empty_like(ws["z"])
+        dbias = fused.act_backward_bias(dy2, self._output.reshape(-1, filters), self._act, dz,
+                                        want_bias=self.use_bias)
+        return self._backward_from_dz(dz, dbias)
+
     def backward_preactivation(self, dz):
-        dx, dkernel, dbias = ops.conv2d_backward(
-            dz, self._x_shape, self._cols, self.params["kernel"], self.strides, self._pads,
-            use_bias=self.use_bias, compute_dx=self.compute_input_gradient)
-        self.grads["kernel"] = dkernel
+        dz2 = np.ascontiguousarray(dz).reshape(-1, self.filters)
+        return self._backward_from_dz(dz2, dz2.sum(axis=0) if self.use_bias else None)
+
+    def _backward_from_dz(self, dz2, dbias):
+        """dz2 = dL/dz as (N*OH*OW, F) -> dL/dx (or None for the first layer); fills grads."""
+        ws = self._ws
+        kernel = self.params["kernel"]
+        kh, kw, _, filters = kernel.shape
+        grad_kernel = self.grads["kernel"]
+        if grad_kernel.dtype == dz2.dtype and grad_kernel.flags.c_contiguous:
+            np.matmul(ws["cols"].T, dz2, out=grad_kernel.reshape(-1, filters))
+        else:
+            self.grads["kernel"] = (ws["cols"].T @ dz2).reshape(kernel.shape)
         if self.use_bias:
-            self.grads["bias"] = dbias
-        return dx
+            self.grads["bias"][...] = dbias
+        if not self.compute_input_gradient:  # the first layer: nobody needs dL/d(input)
+            return None
+        if "dx" not in ws:
+            ws["dcols"] = np.empty_like(ws["cols"])
+            ws["dx"] = np.empty(self._x_shape, dz2.dtype)
+        np.matmul(dz2, kernel.reshape(-1, filters).T, out=ws["dcols"])
+        (sh, sw), (top, _, left, _) = self.strides, self._pads
+        out_h, out_w = ws["geometry"]
+        kernels._col2im_into(ws["dcols"], kh, kw, sh, sw, top, left, out_h, out_w, ws["dx"])
+        return ws["dx"]
 
     def flops(self):
         out_h, out_w, filters = self.output_shape

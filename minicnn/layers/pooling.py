@@ -1,7 +1,11 @@
-"""MaxPooling2D. The math is in minicnn/ops (maxpool2d_forward / maxpool2d_backward)."""
+"""MaxPooling2D. The math is in minicnn/ops (maxpool2d_forward / maxpool2d_backward); the
+common case (window == stride, no padding) runs the specialised kernels of ops/fused.py."""
+
+import numpy as np
 
 from .. import ops
-from .base import Layer, normalize_padding, normalize_tuple
+from ..ops import fused, kernels
+from .base import Layer, Workspace, normalize_padding, normalize_tuple
 
 
 class MaxPooling2D(Layer):
@@ -42,14 +46,38 @@ class MaxPooling2D(Layer):
     def build(self, input_shape):
         super().build(input_shape)
         self._pads = self._geometry(self.input_shape)[2]
+        self._tiled = self.strides == self.pool_size and not any(self._pads)
+        self._workspace = Workspace()
 
     def forward(self, x, training=False):
-        y, self._argmax = ops.maxpool2d_forward(x, self.pool_size, self.strides, self._pads)
+        x = np.ascontiguousarray(x)
+        ws, created = self._workspace.get((x.shape, x.dtype.str))
+        if created:
+            out_shape = (x.shape[0], *self.output_shape)
+            ws["y"] = np.empty(out_shape, x.dtype)
+            # int32 halves the argmax traffic; the generic kernel's contract is int64.
+            ws["argmax"] = np.empty(out_shape, np.int32 if self._tiled else np.int64)
+        y, argmax = ws["y"], ws["argmax"]
+        if self._tiled:
+            fused.maxpool2d_tiled_forward(x, self.pool_size, y, argmax)
+        else:
+            (ph, pw), (sh, sw), (top, _, left, _) = self.pool_size, self.strides, self._pads
+            kernels._maxpool2d_forward_into(x, ph, pw, sh, sw, top, left, y, argmax)
+        self._ws = ws
         self._x_shape = x.shape
         return y
 
     def backward(self, dy):
-        return ops.maxpool2d_backward(dy, self._argmax, self._x_shape)
+        dy = np.ascontiguousarray(dy)
+        ws = self._ws
+        dx = ws.get("dx")
+        if dx is None or dx.dtype != dy.dtype:
+            dx = ws["dx"] = np.empty(self._x_shape, dy.dtype)
+        if self._tiled:
+            return fused.maxpool2d_tiled_backward(dy, ws["argmax"], self.pool_size, dx)
+        n, h, w, c = self._x_shape
+        kernels._maxpool2d_backward_into(dy, ws["argmax"], dx.reshape(n, h * w, c))
+        return dx
 
     def get_config(self):
         return {

