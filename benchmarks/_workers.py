@@ -155,7 +155,7 @@ def run_minicnn(args, clock, out):
     fit_kwargs = {}
     profiled = args.profile and minicnn_profile_supported(model)
     if args.profile and not profiled:
-        print("profile: this minicnn has no profile API (fit(profile=True) / minicnn.profiling); "
+        print("profile: this minicnn's fit() has no profile=True (minicnn.profiling); "
               "timings only.", flush=True)
     if profiled:
         fit_kwargs["profile"] = True
@@ -166,7 +166,7 @@ def run_minicnn(args, clock, out):
     out["train_loss"] = float(history.history["loss"][-1])
     out["train_accuracy"] = float(history.history["accuracy"][-1])
     if profiled:
-        print_minicnn_profile(model, history)
+        print_minicnn_profile(history, out)
     loss, acc = model.evaluate(x_test, y_test, batch_size=args.batch_size, verbose=0)
     out["test_loss"], out["test_accuracy"] = float(loss), float(acc)
     return lambda x: model.predict(x, batch_size=args.predict_batch_size, verbose=0), x_test
@@ -189,30 +189,16 @@ def minicnn_profile_supported(model):
         return False
 
 
-def print_minicnn_profile(model, history):
-    """Print the profile fit(profile=True) recorded, through whatever formatter minicnn offers."""
-    try:
-        import minicnn.profiling as profiling
-    except ImportError:
-        profiling = None
-    report = None
-    for owner in (history, model):
-        report = getattr(owner, "profile", None)
-        if report is not None and not callable(report):
-            break
-        report = None
-    for name in ("format_profile", "format_report", "report", "summary"):
-        func = getattr(profiling, name, None) if profiling is not None else None
-        if callable(func):
-            try:
-                text = func(report) if report is not None else func()
-            except TypeError:
-                continue
-            if text is not None:
-                print(text, flush=True)
-                return
-    print("profile:", report if report is not None else "(fit accepted profile=True but no "
-          "report was found on history/model or in minicnn.profiling)", flush=True)
+def print_minicnn_profile(history, out):
+    """Print the table fit(profile=True) left in history.profile; keep its numbers in `out`."""
+    profile = getattr(history, "profile", None)
+    if profile is None:
+        print("profile: fit accepted profile=True but left no history.profile.", flush=True)
+        return
+    print(profile, flush=True)
+    as_dict = getattr(profile, "as_dict", None)
+    if callable(as_dict):
+        out["profile"] = as_dict()
 
 
 # ----------------------------------------------------------------------------------- Keras

@@ -8,11 +8,15 @@ padding row is exercised). float32, batch 32 by default.
 Implementations (columns):
   numba  minicnn.ops.conv2d_forward / conv2d_backward, maxpool2d_* (the Numba kernels + BLAS)
   numpy  minicnn.ops.reference: the same ops in readable NumPy
-  layer  the minicnn layer object (Conv2D without activation, MaxPooling2D, Dense): forward,
-         then backward, as fit() calls them (workspace reuse included)
-  torch  torch.nn.functional under autograd: forward, then backward from the same dL/dy
-         (NCHW unless --torch-channels-last; 'same' with stride 2 pads explicitly, as PyTorch
-         rejects padding='same' for strided convolutions)
+  layer  the minicnn layer object (Conv2D, MaxPooling2D, Dense), with the tutorial's ReLU
+         where it has one: forward, then backward, as fit() calls them (fused bias + ReLU
+         passes and workspace reuse included)
+  torch  torch.nn.functional under autograd, the same ReLUs: forward, then backward from the
+         same dL/dy (NCHW unless --torch-channels-last; 'same' with stride 2 pads explicitly,
+         as PyTorch rejects padding='same' for strided convolutions)
+
+The minicnn columns run with the BLAS thread setting fit() uses (minicnn.ops.threads); PyTorch
+with its own default threads.
 
 Backward computes the parameter gradients and dL/dx, except for the tutorial's first layer
 where fit() skips dL/dx (nobody needs the gradient of the images). FLOPs: a multiply-add counts
@@ -26,6 +30,7 @@ counts one comparison per window element forward and one addition per output bac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import statistics
@@ -51,6 +56,7 @@ class Case:
 
     conv: filters, kernel (KH, KW), strides, padding; pool: pool (PH, PW) (strides = pool);
     dense: units. need_dx=False for the tutorial's first layer (fit() skips dL/dx there).
+    activation: 'relu' or None, used by the layer and torch columns only (the ops have none).
     """
 
     name: str
@@ -62,6 +68,7 @@ class Case:
     padding: str = "valid"
     units: int = 0
     need_dx: bool = True
+    activation: str | None = None
     group: str = "tutorial"
 
     def describe(self):
@@ -69,12 +76,13 @@ class Case:
         shape = "x".join(str(s) for s in self.input_shape)
         out = "x".join(str(s) for s in self.output_shape())
         if self.kind == "conv":
-            kind = (f"conv {self.kernel[0]}x{self.kernel[1]}/{self.strides[0]} {self.padding}"
-                    + ("" if self.need_dx else ", no dx"))
+            kind = f"conv {self.kernel[0]}x{self.kernel[1]}/{self.strides[0]} {self.padding}"
         elif self.kind == "pool":
             kind = f"maxpool {self.kernel[0]}x{self.kernel[1]}"
         else:
             kind = "dense"
+        kind += f" + {self.activation}" if self.activation else ""
+        kind += "" if self.need_dx else ", no dx"
         return f"{kind}, {shape} -> {out}"
 
     def geometry(self):
@@ -109,13 +117,14 @@ class Case:
 
 
 TUTORIAL_CASES = (
-    Case("conv1", "conv", (28, 28, 1), filters=25, need_dx=False),
+    Case("conv1", "conv", (28, 28, 1), filters=25, need_dx=False, activation="relu"),
     Case("pool1", "pool", (26, 26, 25), kernel=(2, 2)),
-    Case("conv2", "conv", (13, 13, 25), filters=64),
+    Case("conv2", "conv", (13, 13, 25), filters=64, activation="relu"),
     Case("pool2", "pool", (11, 11, 64), kernel=(2, 2)),
-    Case("conv3", "conv", (5, 5, 64), filters=64),
+    Case("conv3", "conv", (5, 5, 64), filters=64, activation="relu"),
     Case("pool3", "pool", (3, 3, 64), kernel=(2, 2)),
-    Case("dense1", "dense", (64,), units=64),
+    Case("dense1", "dense", (64,), units=64, activation="relu"),
+    # The softmax of the last layer is fused into the loss's gradient in fit(): not timed here.
     Case("dense2", "dense", (64,), units=10),
 )
 STRIDE2_CASES = tuple(
@@ -255,11 +264,11 @@ def layer_callables(case, x, dy, params):
 
     if case.kind == "conv":
         layer = layers.Conv2D(case.filters, case.kernel, strides=case.strides,
-                              padding=case.padding)
+                              padding=case.padding, activation=case.activation)
     elif case.kind == "pool":
         layer = layers.MaxPooling2D(case.kernel)
     else:
-        layer = layers.Dense(case.units)
+        layer = layers.Dense(case.units, activation=case.activation)
     layer.build(case.input_shape)
     if params:
         layer.set_weights([params["kernel"], params["bias"]])
@@ -294,7 +303,8 @@ def torch_callables(case, x, dy, params, channels_last):
         bias = torch.from_numpy(params["bias"]).requires_grad_()
 
         def dense_forward():
-            return F.linear(xt, weight, bias)
+            y = F.linear(xt, weight, bias)
+            return F.relu(y) if case.activation == "relu" else y
 
         def dense_backward(y):
             _clear_grads(xt, weight, bias)
@@ -323,9 +333,11 @@ def torch_callables(case, x, dy, params, channels_last):
 
     def conv_forward():
         if symmetric:
-            return F.conv2d(xt, weight, bias, stride=case.strides, padding=(top, left))
-        padded = F.pad(xt, (left, right, top, bottom))
-        return F.conv2d(padded, weight, bias, stride=case.strides)
+            y = F.conv2d(xt, weight, bias, stride=case.strides, padding=(top, left))
+        else:
+            y = F.conv2d(F.pad(xt, (left, right, top, bottom)), weight, bias,
+                         stride=case.strides)
+        return F.relu(y) if case.activation == "relu" else y
 
     def conv_backward(y):
         _clear_grads(xt, weight, bias)
@@ -352,12 +364,23 @@ def bench_one(case, impl, args):
         pair = torch_callables(case, x, dy, params, args.torch_channels_last)
     if pair is None:
         return None
-    fwd, bwd = time_pair(*pair, args.min_time, args.min_repeats, args.max_repeats)
+    with minicnn_threads() if impl != "torch" else contextlib.nullcontext():
+        fwd, bwd = time_pair(*pair, args.min_time, args.min_repeats, args.max_repeats)
     fwd_s, bwd_s = statistics.median(fwd), statistics.median(bwd)
     return {"forward_ms": 1e3 * fwd_s, "backward_ms": 1e3 * bwd_s,
             "forward_gflops": fwd_flops / fwd_s / 1e9, "backward_gflops": bwd_flops / bwd_s / 1e9,
             "forward_min_ms": 1e3 * min(fwd), "backward_min_ms": 1e3 * min(bwd),
             "repeats": len(fwd)}
+
+
+def minicnn_threads():
+    """The BLAS thread setting fit() and predict() use (minicnn.ops.threads.blas_threads), or a
+    no-op context on a minicnn without it."""
+    try:
+        from minicnn.ops.threads import blas_threads
+    except ImportError:
+        return contextlib.nullcontext()
+    return blas_threads()
 
 
 def import_torch(threads=None):

@@ -509,6 +509,15 @@ def main(argv=None):
           f"{args.seeds}; batch {args.batch_size}; workers run {args.python}")
     warmups, runs = run_all(args)
     report = build_report(args, machine, warmups, runs, created)
+    if args.profile:
+        print("\nprofile run (untimed, not in the figures): minicnn, 1 epoch, fit(profile=True)")
+        record = run_worker("minicnn", args.seeds[0], args, epochs=1, limit=args.limit,
+                            profile=True)
+        for line in record["output"]:
+            print("    " + line)
+        if "error" in record:
+            print(record["error"])
+        report["profile_run"] = record
     suffix = "-quick" if (args.quick or args.limit) else ""
     paths = write_outputs(report, args.out_dir, chart=not args.no_chart, suffix=suffix)
     print()
@@ -516,14 +525,6 @@ def main(argv=None):
     print()
     for path in paths:
         print(f"wrote {path}")
-    if args.profile:
-        print("\nprofile run (untimed, not in the figures above): minicnn, 1 epoch")
-        record = run_worker("minicnn", args.seeds[0], args, epochs=1, limit=args.limit,
-                            profile=True)
-        for line in record["output"]:
-            print("    " + line)
-        if "error" in record:
-            print(record["error"])
     return report
 
 

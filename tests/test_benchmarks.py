@@ -117,6 +117,26 @@ def test_profile_api_is_feature_detected():
     assert workers.minicnn_profile_supported(WithoutProfile()) is False
 
 
+def test_profile_table_is_printed_and_kept(capsys):
+    import numpy as np
+
+    from minicnn import layers, models, set_random_seed
+
+    workers = load("_workers")
+    set_random_seed(0)
+    model = models.Sequential([layers.Flatten(input_shape=(4, 4, 1)),
+                               layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    if not workers.minicnn_profile_supported(model):
+        pytest.fail("this minicnn's fit() lost profile=True; bench_mnist --profile relies on it")
+    x = np.random.default_rng(0).random((40, 4, 4, 1), dtype=np.float32)
+    history = model.fit(x, np.arange(40) % 3, batch_size=8, epochs=1, verbose=0, profile=True)
+    out = {}
+    workers.print_minicnn_profile(history, out)
+    assert out["profile"] == history.profile.as_dict()
+    assert str(history.profile) in capsys.readouterr().out
+
+
 # ----------------------------------------------------------------------------- fabricated inputs
 
 
@@ -237,6 +257,6 @@ def test_layer_benchmark_minicnn_columns(tmp_path, capsys):
         rows["conv1"]["flops"]["forward"] / entry["forward_ms"] / 1e6)
     assert entry["forward_min_ms"] <= entry["forward_ms"] and entry["repeats"] >= 2
     out = capsys.readouterr().out
-    assert "| conv1 | conv 3x3/1 valid, no dx, 28x28x1 -> 26x26x25 |" in out
+    assert "| conv1 | conv 3x3/1 valid + relu, no dx, 28x28x1 -> 26x26x25 |" in out
     saved = json.loads(next(tmp_path.glob("*-layers-quick.json")).read_text())
     assert saved["rows"][0]["results"]["numba"]["forward_ms"] == entry["forward_ms"]
