@@ -97,6 +97,9 @@ def parse_args(argv=None):
     p.add_argument("--out-dir", default=str(_common.RESULTS_DIR))
     p.add_argument("--no-chart", action="store_true")
     p.add_argument("--python", default=sys.executable, help="interpreter for the workers")
+    p.add_argument("--from-json", default=None, metavar="PATH",
+                   help="run nothing: print the table of an earlier run's JSON and redraw its "
+                        "chart beside it")
     args = p.parse_args(argv)
     if args.quick:
         args.epochs, args.seeds = 1, "1"
@@ -279,6 +282,19 @@ def framework_label(framework, records):
     return f"PyTorch {v.get('torch', '?')} ({', '.join(parts)})"
 
 
+def short_label(framework, records):
+    """A chart label: 'minicnn', 'Keras 3.15.1', 'PyTorch / NCHW', 'PyTorch / channels_last /
+    + glibc keeps memory' (/ = line break)."""
+    ok = [r["result"] for r in records if "result" in r]
+    if not ok or framework == "minicnn":
+        return framework
+    v, c = ok[0].get("versions", {}), ok[0].get("config", {})
+    if framework == "keras":
+        return f"Keras {v.get('keras', '?')}"
+    return ("PyTorch\n" + c.get("layout", "?")
+            + ("\n+ glibc keeps memory" if c.get("malloc_env") else ""))
+
+
 def summarize(runs, frameworks):
     """Per framework: label, seeds, per-run metric lists and {median, min, max} per metric."""
     summary = {}
@@ -293,6 +309,7 @@ def summarize(runs, frameworks):
                            "n": len(values), "values": values} if values else None)
         summary[framework] = {
             "label": framework_label(framework, records),
+            "short_label": short_label(framework, records),
             "seeds": [r["seed"] for r in good],
             "failed": len(records) - len(good),
             "accuracy_by_seed": {str(r["seed"]): 100 * r["result"]["test_accuracy"]
@@ -411,8 +428,8 @@ def make_chart(summary, title):
     from matplotlib.figure import Figure
 
     frameworks = list(summary)
-    labels = [summary[f]["label"].replace(" (", "\n(") for f in frameworks]
-    fig = Figure(figsize=(11, 4.2))
+    labels = [summary[f].get("short_label", f) for f in frameworks]
+    fig = Figure(figsize=(12, 4.4))
     ax_time, ax_acc = fig.subplots(1, 2)
     width = 0.38
     for offset, key, name in ((-width / 2, "epoch_first_s", "first epoch"),
@@ -472,6 +489,14 @@ def build_report(args, machine, warmups, runs, created, fabricated=False):
     }
 
 
+def chart_title(report):
+    """'MNIST tutorial CNN, 10 epochs, seeds [1, 2, 3]: <cpu> (2 cores), <date>'."""
+    m = report["machine"]
+    return (f"MNIST tutorial CNN, {report['config']['epochs']} epochs, seeds "
+            f"{report['config']['seeds']}: {m.get('cpu')} ({m.get('usable_cpus')} cores), "
+            f"{report['created']}")
+
+
 def write_outputs(report, out_dir, chart=True, suffix=""):
     """Write <out_dir>/<date>-<host><suffix>.json (and .png); returns the paths written."""
     host = report["machine"].get("host")
@@ -479,19 +504,34 @@ def write_outputs(report, out_dir, chart=True, suffix=""):
     paths = [_common.atomic_write_json(_common.result_path(out_dir, suffix, "json", date, host),
                                        report)]
     if chart and report["summary"]:
-        m = report["machine"]
-        title = (f"MNIST tutorial CNN, {report['config']['epochs']} epochs, seeds "
-                 f"{report['config']['seeds']}: {m.get('cpu')} ({m.get('usable_cpus')} cores), "
-                 f"{report['created']}")
-        fig = make_chart(report["summary"], title)
+        fig = make_chart(report["summary"], chart_title(report))
         paths.append(_common.save_figure(fig, _common.result_path(out_dir, suffix, "png", date,
                                                                   host)))
     return paths
 
 
+def replot(path, chart=True):
+    """Print the table of a saved report and redraw its PNG beside it; returns the report.
+
+    The summary is recomputed from the saved runs, so an old file gets the current table."""
+    path = Path(path)
+    report = json.loads(path.read_text())
+    frameworks = report["config"]["frameworks"]
+    report["summary"] = summarize(report["runs"], frameworks)
+    report["ratios"] = compute_ratios(report["summary"])
+    print(markdown_table(report["summary"], report["ratios"], report))
+    if chart:
+        png = _common.save_figure(make_chart(report["summary"], chart_title(report)),
+                                  path.with_suffix(".png"))
+        print(f"\nwrote {png}")
+    return report
+
+
 def main(argv=None):
     """Run the benchmark and print/write its report; returns the report dict."""
     args = parse_args(argv)
+    if args.from_json:
+        return replot(args.from_json, chart=not args.no_chart)
     if not args.frameworks:
         sys.exit("bench_mnist: no framework to run (is minicnn on PYTHONPATH?)")
     missing = [f for f in args.frameworks if not module_available(f, args.python)]

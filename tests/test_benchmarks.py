@@ -233,6 +233,12 @@ def test_table_and_json_from_fabricated_runs(bench_mnist, tmp_path):
                                                       "<= 0.4", "within +-0.3"]
     assert paths[1].read_bytes()[:4] == b"\x89PNG"
 
+    # --from-json: the saved runs give the same table again, and the chart is redrawn.
+    paths[1].unlink()
+    again = bench_mnist.main(["--from-json", str(paths[0])])
+    assert bench_mnist.markdown_table(again["summary"], again["ratios"], again) == table
+    assert paths[1].read_bytes()[:4] == b"\x89PNG"
+
 
 # ----------------------------------------------------------------------------- bench_layers
 
