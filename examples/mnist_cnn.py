@@ -136,12 +136,12 @@ def main(argv=None, prog=None):
 def parse_args(argv=None, prog=None):
     """The command-line options -> argparse.Namespace (exits with a message on bad input)."""
     parser = argparse.ArgumentParser(
-        prog=prog, description="Train the Keras MNIST tutorial's CNN on minicnn.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog=prog, description="Train the Keras MNIST tutorial's CNN on minicnn and save it, "
+                               "with a record of the run and figures.")
     parser.add_argument("--epochs", type=_int_at_least(1), default=10,
-                        help="passes over the training images")
+                        help="passes over the training images (default: %(default)s)")
     parser.add_argument("--batch-size", type=_int_at_least(1), default=32,
-                        help="images per gradient step")
+                        help="images per gradient step (default: %(default)s)")
     parser.add_argument("--seed", type=_int_at_least(0), default=None,
                         help="seed for the initial weights and the shuffling (default: a random "
                              "one, printed and saved in history.json)")
@@ -149,13 +149,14 @@ def parse_args(argv=None, prog=None):
                         help="folder holding mnist/, where MNIST is downloaded on first use "
                              "(default: $MINICNN_DATA_DIR, else ~/.cache/minicnn)")
     parser.add_argument("--output-dir", metavar="DIR", default=DEFAULT_OUTPUT_DIR,
-                        help="where the model, history.json and the figures go")
+                        help="where the model, history.json and the figures go "
+                             "(default: ./%(default)s)")
     parser.add_argument("--validation-split", type=_fraction, default=0.0, metavar="FRACTION",
                         help="fraction of the training images (the last ones) kept apart to "
-                             "validate on after each epoch, e.g. 0.1")
+                             "validate on after each epoch, e.g. 0.1 (default: 0, none)")
     parser.add_argument("--limit", type=_int_at_least(1), default=None, metavar="N",
                         help="train on the first N training images only, for a quick look "
-                             "(the test set stays complete)")
+                             "(default: all 60,000; the test set stays complete)")
     return parser.parse_args(argv)
 
 
