@@ -83,7 +83,7 @@ def main(argv=None, prog=None):
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.summary()
 
-    # Step 6: fit 10 epochs (passes over the training images) in batches of 32.
+    # Step 6: fit 10 epochs (--epochs; passes over the training images) in batches of 32.
     timer = EpochTimer()
     start = time.perf_counter()
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Command", "CommandError", "register", "main", "find_example", "default_model_path"]
+__all__ = ["Command", "CommandError", "register", "main", "find_example", "default_model_path",
+           "plot_processed"]
 
 # Where examples/mnist_cnn.py saves its model when run with no arguments (its DEFAULT_OUTPUT_DIR
 # and MODEL_FILE; a test keeps the two in step).
@@ -40,7 +41,8 @@ class Command:
 
     name, help: as shown by `python -m minicnn --help`.
     configure(parser): adds the subcommand's arguments to its argparse parser.
-    run(args, extra) -> int: does the work; `extra` holds the arguments argparse did not know,
+    run(args, extra) -> int: does the work; `args.prog` is the command's name for messages
+        ("python -m minicnn predict"); `extra` holds the arguments argparse did not know,
         which only a `passthrough` command receives (the others reject them).
     passthrough: hand unknown arguments (and --help) to `run` instead of rejecting them.
     """
@@ -94,12 +96,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         command = COMMANDS[args.command]
         if extra and not command.passthrough:
             parsers[command.name].error(f"unrecognized arguments: {' '.join(extra)}")
+        args.prog = parsers[command.name].prog
         return command.run(args, extra) or 0
     except SystemExit as exit_:  # argparse's --help and usage errors: return, do not exit
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except CommandError as exc:
-        print(f"{parsers[args.command].prog}: error: {exc}", file=sys.stderr)
+        print(f"{args.prog}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,7 +138,7 @@ def _run_train(args: argparse.Namespace, extra: list[str]) -> int:
     # call its main with our arguments (no sys.argv juggling).
     script = runpy.run_path(str(example), run_name="minicnn_train")
     try:
-        script["main"](extra, prog=f"{_prog()} train")
+        script["main"](extra, prog=args.prog)
     except (OSError, ValueError) as exc:  # e.g. no network for the download, a bad option mix
         raise CommandError(str(exc)) from exc
     return 0
@@ -251,7 +257,7 @@ def _run_predict(args: argparse.Namespace, extra: list[str]) -> int:
             digit = preprocess_digit(image)
         except (OSError, ValueError, TypeError) as exc:  # missing, not an image, blank
             failures += 1
-            print(f"{_prog()} predict: error: {image}: {exc}", file=sys.stderr)
+            print(f"{args.prog}: error: {image}: {exc}", file=sys.stderr)
             if args.json:
                 print(json.dumps({"image": image, "error": str(exc)}), flush=True)
             continue
