@@ -217,7 +217,7 @@ def _processed_targets(option: str | None, images: list[str]) -> list[Path | Non
 
 def plot_processed(digit: np.ndarray, probabilities: np.ndarray, title: str, path) -> None:
     """The model's view of one image: digit (28, 28) float in [0, 1] beside a bar chart of
-    probabilities (K,), the predicted class in red. Saved as a 700 x 300 pixel PNG at path."""
+    probabilities (K,), the predicted class in blue. Saved as a 700 x 300 pixel PNG at path."""
     from . import plot
 
     predicted = int(np.argmax(probabilities))
@@ -229,7 +229,7 @@ def plot_processed(digit: np.ndarray, probabilities: np.ndarray, title: str, pat
     image_ax.set_yticks([])
     classes = np.arange(len(probabilities))
     colors = ["0.6"] * len(probabilities)
-    colors[predicted] = plot.MISTAKE_COLOR
+    colors[predicted] = "tab:blue"  # not red: red means a mistake in minicnn.plot
     bar_ax.bar(classes, probabilities, color=colors)
     bar_ax.set_xticks(classes)
     bar_ax.set_ylim(0, 1)
