@@ -1,7 +1,8 @@
-"""The command line: `python -m minicnn train | predict` (and the `minicnn` script).
+"""The command line: `python -m minicnn train | predict | serve` (and the `minicnn` script).
 
     python -m minicnn train [--epochs 10 --limit N ...]    runs examples/mnist_cnn.py
     python -m minicnn predict digit.png [--json]           reads your own handwriting
+    python -m minicnn serve [--port 8000]                  a draw-a-digit page in the browser
 
 Adding a subcommand: write `configure(parser)` (adds its arguments to an argparse parser) and
 `run(args, extra) -> exit code`, then call `register(Command(name, help, configure, run))` at
@@ -279,3 +280,17 @@ register(Command("train", "train the tutorial's CNN on MNIST and save it (runs "
                  f"{EXAMPLE.as_posix()})", _configure_train, _run_train, passthrough=True))
 register(Command("predict", "classify your own handwritten digits (PNG/JPEG) with a saved "
                  "model", _configure_predict, _run_predict))
+
+
+def _configure_serve(parser: argparse.ArgumentParser) -> None:
+    from . import server
+    server.add_arguments(parser)
+
+
+def _run_serve(args: argparse.Namespace, extra: list[str]) -> int:
+    from . import server
+    return server.run(args)
+
+
+register(Command("serve", "serve a draw-a-digit web page that classifies your drawing with a "
+                 "trained model", _configure_serve, _run_serve))

@@ -292,3 +292,10 @@ def test_save_processed_bad_targets_fail_before_any_work(model_file, tmp_path, c
     assert cli.main(["predict", str(one), "--model", str(path),
                      "--save-processed", str(tmp_path / "no" / "f.png")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_serve_is_a_registered_command_and_reports_a_missing_model(tmp_path, capsys):
+    missing = tmp_path / "none.npz"
+    assert cli.main(["serve", "--model", str(missing), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "python examples/mnist_cnn.py" in err
