@@ -110,7 +110,8 @@ def test_cli_predict_json_on_drawn_digits(trained_model, drawn_files, tmp_path, 
         np.stack([preprocess_digit(p) for p in paths])[..., None], batch_size=1)
     for record, probabilities in zip(records, expected, strict=True):
         assert set(record) == {"image", "prediction", "probabilities"}
-        np.testing.assert_array_equal(record["probabilities"], probabilities)
+        # Batches of another size take other BLAS blockings: equal to float32 rounding.
+        np.testing.assert_allclose(record["probabilities"], probabilities, rtol=1e-5, atol=1e-7)
         assert record["prediction"] == int(np.argmax(record["probabilities"]))
         assert sum(record["probabilities"]) == pytest.approx(1, abs=1e-5)
     correct = sum(r["prediction"] == label for r, label in zip(records, labels, strict=True))
