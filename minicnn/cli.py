@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["Command", "CommandError", "register", "main", "find_example", "default_model_path",
-           "plot_processed"]
+           ]
 
 # Where examples/mnist_cnn.py saves its model when run with no arguments (its DEFAULT_OUTPUT_DIR
 # and MODEL_FILE; a test keeps the two in step).
@@ -216,31 +216,6 @@ def _processed_targets(option: str | None, images: list[str]) -> list[Path | Non
     return [target / name for name in names]
 
 
-def plot_processed(digit: np.ndarray, probabilities: np.ndarray, title: str, path) -> None:
-    """The model's view of one image: digit (28, 28) float in [0, 1] beside a bar chart of
-    probabilities (K,), the predicted class in blue. Saved as a 700 x 300 pixel PNG at path."""
-    from . import plot
-
-    predicted = int(np.argmax(probabilities))
-    fig = plot._new_figure(7, 3)
-    image_ax, bar_ax = fig.subplots(1, 2, width_ratios=[1, 1.7])
-    image_ax.imshow(digit, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    image_ax.set_title("what the model sees (28x28)", fontsize=10)
-    image_ax.set_xticks([])
-    image_ax.set_yticks([])
-    classes = np.arange(len(probabilities))
-    colors = ["0.6"] * len(probabilities)
-    colors[predicted] = "tab:blue"  # not red: red means a mistake in minicnn.plot
-    bar_ax.bar(classes, probabilities, color=colors)
-    bar_ax.set_xticks(classes)
-    bar_ax.set_ylim(0, 1)
-    bar_ax.set_xlabel("class")
-    bar_ax.set_ylabel("probability")
-    bar_ax.set_title(f"prediction: {predicted} ({probabilities[predicted]:.1%})", fontsize=10)
-    fig.suptitle(title, fontsize=11)
-    plot._save_png(fig, path, "predict --save-processed")
-
-
 def _top3_text(image: str, probabilities: np.ndarray) -> str:
     order = np.argsort(probabilities, kind="stable")[::-1][:3]
     ranked = [f"{int(k)} ({probabilities[k]:.2%})" for k in order]
@@ -248,6 +223,7 @@ def _top3_text(image: str, probabilities: np.ndarray) -> str:
 
 
 def _run_predict(args: argparse.Namespace, extra: list[str]) -> int:
+    from . import plot
     from .preprocessing import preprocess_digit
 
     model, _ = _load_predict_model(args.model)
@@ -264,7 +240,7 @@ def _run_predict(args: argparse.Namespace, extra: list[str]) -> int:
             continue
         probabilities = model.predict(digit[None, :, :, None])[0].astype(np.float64)
         if target is not None:
-            plot_processed(digit, probabilities, Path(image).name, target)
+            plot.plot_digit_probabilities(digit, probabilities, Path(image).name, target)
         if args.json:
             record = {"image": image, "prediction": int(np.argmax(probabilities)),
                       "probabilities": probabilities.tolist()}

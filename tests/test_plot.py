@@ -580,3 +580,18 @@ def test_feature_maps_of_a_real_sequential(tmp_path, digits, real_model):
                                    rtol=1e-4, atol=1e-4)
         title = row.get_suptitle()
         assert layer.name in title and str((1, *expected.shape)) in title
+
+
+def test_digit_probabilities_figure(tmp_path, digits):
+    probabilities = np.full(10, 0.02)
+    probabilities[3] = 0.82
+    fig = plot.plot_digit_probabilities(digits[0][0], probabilities, "mine.png",
+                                        path=tmp_path / "p.png")
+    pixels = read_png(tmp_path / "p.png")
+    assert pixels.shape == (300, 700, 4)
+    assert_not_blank(pixels)
+    bars = [p for p in fig.axes[1].patches]
+    assert len(bars) == 10 and bars[3].get_height() == pytest.approx(0.82)
+    assert "prediction: 3 (82.0%)" in fig.axes[1].get_title()
+    with pytest.raises(ValueError, match="plot_digit_probabilities"):
+        plot.plot_digit_probabilities(np.zeros((28, 28)), np.zeros((2, 5)))
