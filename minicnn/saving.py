@@ -2,12 +2,23 @@
 and plain arrays (weights by layer and name, optimizer state). No pickle: loading uses
 np.load(allow_pickle=False) and runs no code from the file. Files are written to a temporary
 name in the same folder and renamed, so a crash never leaves a half-written model.
+
+Layout of a version-1 file (a zip of .npy members, as np.savez writes it):
+
+    __minicnn_header__          uint8 bytes of a UTF-8 JSON object: format, version,
+                                minicnn_version, config (Sequential.get_config()),
+                                build_input_shape, compile, optimizer_state
+    layers/000_conv2d/kernel    one array per parameter: layer position, layer name, parameter
+    layers/000_conv2d/bias
+    optimizer/0000/0            optimizer slot j of trainable parameter i (Adam: m, v)
+
+Every member carries a CRC-32, so a flipped bit in the weights is detected, not loaded.
 """
 
+import contextlib
 import json
 import os
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,26 +28,46 @@ VERSION = 1
 _HEADER = "__minicnn_header__"
 
 
-def _weight_key(index, layer, name):
-    return f"layers/{index:03d}_{layer.name}/{name}"
+@contextlib.contextmanager
+def atomic_write(path, mode="wb", where="save"):
+    """Open a temporary file beside `path` for writing; on success it replaces `path`.
 
+    with atomic_write("out/history.json", "w") as f: json.dump(data, f)
 
-def _atomic_savez(path, arrays):
+    A reader sees either the old file or the complete new one, never a half-written file; on an
+    exception the temporary file is removed and `path` is left as it was. The new file gets the
+    usual permissions (0666 minus the umask). mode: "wb" or "w" (UTF-8 text).
+    where: the caller's name for error messages. Raises FileNotFoundError if the folder is
+    missing, IsADirectoryError if `path` is a folder.
+    """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     if not folder.is_dir():
-        raise FileNotFoundError(f"save: the folder {folder} does not exist; create it first.")
+        raise FileNotFoundError(f"{where}: cannot write {path}: the folder {folder} does not "
+                                "exist; create it first.")
+    if path.is_dir():
+        raise IsADirectoryError(f"{where}: {path} is a folder; give a file name such as "
+                                f"{path / 'model.npz'}.")
     handle, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "wb") as tmp:
-            np.savez(tmp, **arrays)
+        kwargs = {"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {}
+        with os.fdopen(handle, mode, **kwargs) as tmp:
+            yield tmp
             tmp.flush()
             os.fsync(tmp.fileno())
+        # mkstemp makes the file private (0600); give it what open() would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
         os.replace(tmp_name, path)
     except BaseException:
-        if os.path.exists(tmp_name):
+        with contextlib.suppress(FileNotFoundError):
             os.remove(tmp_name)
         raise
+
+
+def _weight_key(index, layer, name):
+    return f"layers/{index:03d}_{layer.name}/{name}"
 
 
 def _header_array(header):
@@ -49,7 +80,8 @@ def _weights_arrays(model):
 
 
 def save_model(model, path):
-    """Write `model` to `path` (.npz): config, weights, compile settings, optimizer state."""
+    """Write `model` to `path` (.npz, the exact name given): config, weights, compile settings
+    and optimizer state. The file is written under a temporary name and then renamed."""
     from . import __version__
     model._require_built("save")
     arrays = _weights_arrays(model)
@@ -66,104 +98,204 @@ def save_model(model, path):
             for j, array in enumerate(slot):
                 arrays[f"optimizer/{i:04d}/{j}"] = array
     arrays[_HEADER] = _header_array(header)
-    _atomic_savez(path, arrays)
+    with atomic_write(path, "wb", "save") as f:
+        np.savez(f, **arrays)
 
 
 def save_weights(model, path):
-    """Write only the weights of `model` to `path` (.npz)."""
+    """Write only the weights of `model` to `path` (.npz); read back with load_weights."""
     model._require_built("save_weights")
     arrays = _weights_arrays(model)
     arrays[_HEADER] = _header_array({"format": FORMAT, "version": VERSION, "weights_only": True,
                                      "config": model.get_config()})
-    _atomic_savez(path, arrays)
+    with atomic_write(path, "wb", "save_weights") as f:
+        np.savez(f, **arrays)
 
 
 class _ModelFile:
-    """An opened, checked model file: header dict and array access by name."""
+    """An opened, checked model file: `header` (dict) and `array(key)`.
 
-    def __init__(self, path):
+    where: the calling function's name, used in every error message with the file name.
+    """
+
+    def __init__(self, path, where="load_model"):
         self.path = Path(path)
+        self.where = where
         if not self.path.is_file():
-            raise FileNotFoundError(f"load_model: no such file: {self.path}")
-        try:
-            with np.load(self.path, allow_pickle=False) as data:
-                self.arrays = {key: data[key] for key in data.files}
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-            raise ValueError(
-                f"load_model: {self.path} is not a readable minicnn model file (a .npz archive): "
-                f"{type(exc).__name__}: {exc}. It may be truncated or corrupted; save it again."
-            ) from exc
+            what = "is a folder, not a file" if self.path.is_dir() else "no such file"
+            raise FileNotFoundError(f"{where}: {what}: {self.path}")
+        self.arrays = self._read_arrays()
         if _HEADER not in self.arrays:
-            raise ValueError(f"load_model: {self.path} is a .npz file but not a minicnn model "
-                             "(no header). Was it written by model.save()?")
+            self.fail("is a .npz archive but not a minicnn model (it has no minicnn header). "
+                      "Was it written by model.save()?")
         try:
             self.header = json.loads(self.arrays.pop(_HEADER).tobytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(
-                f"load_model: the header of {self.path} is corrupted ({exc}).") from exc
+        except (ValueError, RecursionError) as exc:  # bad UTF-8, bad or absurdly nested JSON
+            raise self.error(f"has a corrupted header ({exc}); save the model again.") from exc
         if not isinstance(self.header, dict) or self.header.get("format") != FORMAT:
-            raise ValueError(f"load_model: {self.path} is not a minicnn model file.")
+            self.fail(f"is not a minicnn model file (its header does not say format "
+                      f"{FORMAT!r}).")
         version = self.header.get("version")
-        if not isinstance(version, int) or version > VERSION or version < 1:
-            raise ValueError(
-                f"load_model: {self.path} has format version {version!r}; this minicnn reads "
-                f"version {VERSION}. Upgrade minicnn, or save the model again with this version."
-            )
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= VERSION:
+            self.fail(f"has format version {version!r}, but this minicnn ({self._version()}) "
+                      f"reads version {VERSION}. Upgrade minicnn, or save the model again with "
+                      "this version.")
+
+    @staticmethod
+    def _version():
+        from . import __version__
+        return f"minicnn {__version__}"
+
+    def error(self, problem):
+        """A ValueError naming the function, the file and the problem."""
+        return ValueError(f"{self.where}: {self.path} {problem}")
+
+    def fail(self, problem):
+        raise self.error(problem)
+
+    def _read_arrays(self):
+        with open(self.path, "rb") as f:
+            start = f.read(6)
+        if not start:
+            raise self._unreadable("it is empty, 0 bytes")
+        if start.startswith(b"\x93NUMPY"):
+            self.fail("holds a single NumPy array (.npy), not a minicnn model (a .npz archive "
+                      "written by model.save()).")
+        if not start.startswith(b"PK\x03\x04"):
+            # np.load would try to unpickle it; minicnn never does.
+            raise self._unreadable(f"it does not start like a .npz archive: {start!r}")
+        try:
+            with np.load(self.path, allow_pickle=False) as loaded:
+                return {key: loaded[key] for key in loaded.files}
+        except PermissionError:
+            raise
+        except Exception as exc:  # zipfile and numpy raise many kinds for damaged archives
+            if "allow_pickle" in str(exc):
+                reason = "it holds pickled Python objects, which minicnn never loads"
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
+            raise self._unreadable(reason) from exc
+
+    def _unreadable(self, reason):
+        return self.error(f"is not a readable minicnn model file ({reason}). It may be "
+                          "truncated or corrupted; save the model again.")
 
     def array(self, key):
         if key not in self.arrays:
-            raise ValueError(f"load_model: {self.path} lacks the array {key!r}; the file is "
-                             "incomplete or from a different model.")
+            self.fail(f"lacks the array {key!r}; the file is incomplete or holds a different "
+                      "model.")
         return self.arrays[key]
 
 
-def _load_weights_from(model, model_file):
-    # Match by position and parameter name, not layer name: names differ between processes.
-    by_position = {}
+def _weight_keys_by_position(model_file):
+    """{(layer position 'NNN', parameter name): key} for every weight array in the file."""
+    keys = {}
     for key in model_file.arrays:
         if key.startswith("layers/"):
-            layer_part, _, name = key[len("layers/"):].partition("/")
-            by_position[(layer_part.split("_", 1)[0], name)] = key
+            # Parameter names have no '/', layer names might: split at the last one.
+            layer_part, _, name = key[len("layers/"):].rpartition("/")
+            keys[(layer_part.split("_", 1)[0], name)] = key
+    return keys
+
+
+def _load_weights_from(model, model_file):
+    # Match by position and parameter name, not layer name: automatic names (conv2d_3) differ
+    # between processes, and load_weights must work on a model built anew in code.
+    by_position = _weight_keys_by_position(model_file)
+    wanted = {(f"{i:03d}", name) for i, layer in enumerate(model.layers) for name in layer.params}
+    extra = sorted(by_position[k] for k in set(by_position) - wanted)
+    if extra:
+        model_file.fail(f"holds weights the model has no place for ({', '.join(extra[:3])}"
+                        f"{', ...' if len(extra) > 3 else ''}); it was saved from a different "
+                        "architecture.")
     for i, layer in enumerate(model.layers):
-        values = [model_file.array(by_position.get((f"{i:03d}", name), _weight_key(i, layer, name)))
-                  for name in layer.params]
+        values = []
+        for name in layer.params:
+            key = by_position.get((f"{i:03d}", name), _weight_key(i, layer, name))
+            value = model_file.array(key)
+            if not np.issubdtype(value.dtype, np.floating):
+                model_file.fail(f"stores {key!r} as {value.dtype}; weights are floats.")
+            values.append(value)
         try:
             layer.set_weights(values)
         except ValueError as exc:
-            raise ValueError(f"load_model: {model_file.path}: {exc}") from exc
+            raise model_file.error(f"does not fit the model: {exc}") from exc
 
 
-def load_model(path):
-    """Rebuild the model saved at `path`; predictions are bit-identical to the saved model's."""
-    from . import losses, optimizers
+def _rebuild_architecture(model_file):
     from .models import Sequential
-    model_file = _ModelFile(path)
     header = model_file.header
-    if header.get("weights_only"):
-        raise ValueError(f"load_model: {path} holds only weights (save_weights); build the "
-                         "model in code and call model.load_weights(path).")
     try:
         model = Sequential.from_config(header["config"])
         if not model.built:
             model.build(tuple(header["build_input_shape"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"load_model: the architecture in {path} is invalid: {exc}") from exc
-    _load_weights_from(model, model_file)
-    compiled = header.get("compile")
-    if compiled:
+    except Exception as exc:  # whatever the header holds
+        raise model_file.error(f"describes an invalid architecture "
+                               f"({type(exc).__name__}: {exc}).") from exc
+    return model
+
+
+def _restore_compile(model, model_file):
+    from . import losses, optimizers
+    compiled = model_file.header.get("compile")
+    if not compiled:
+        return
+    try:
         model.compile(optimizer=optimizers.deserialize(compiled["optimizer"]),
                       loss=losses.deserialize(compiled["loss"]), metrics=compiled["metrics"])
-        state = header.get("optimizer_state")
-        if state and state["slots"]:
-            slots = [[model_file.array(f"optimizer/{i:04d}/{j}") for j in range(count)]
-                     for i, count in enumerate(state["slots"])]
-            model.optimizer.set_state({"iterations": state["iterations"], "slots": slots})
-        elif state:
-            model.optimizer.iterations = state["iterations"]
+    except Exception as exc:  # whatever the header holds
+        raise model_file.error(f"has invalid compile settings "
+                               f"({type(exc).__name__}: {exc}).") from exc
+    state = model_file.header.get("optimizer_state")
+    if not isinstance(state, dict):
+        model_file.fail("has compile settings but no optimizer state.")
+    iterations, counts = state.get("iterations"), state.get("slots")
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        model_file.fail(f"has an invalid optimizer step count {iterations!r}.")
+    if not isinstance(counts, list) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+        model_file.fail(f"has an invalid optimizer state description {counts!r}.")
+    if not counts:  # compiled, never trained: the optimizer creates its slots on first use
+        model.optimizer.iterations = iterations
+        return
+    params = [param for _, param in model._trainable_pairs()]
+    if len(counts) != len(params):
+        model_file.fail(f"has optimizer state for {len(counts)} parameters, but the model "
+                        f"trains {len(params)}.")
+    slots = []
+    for i, (count, param) in enumerate(zip(counts, params, strict=True)):
+        slot = [model_file.array(f"optimizer/{i:04d}/{j}") for j in range(count)]
+        for j, array in enumerate(slot):
+            if array.shape != param.shape or array.dtype != param.dtype:
+                model_file.fail(f"has optimizer state 'optimizer/{i:04d}/{j}' of shape "
+                                f"{array.shape} {array.dtype}; its parameter is {param.shape} "
+                                f"{param.dtype}.")
+            if not np.isfinite(array).all():
+                model_file.fail(f"has NaN or inf in optimizer state 'optimizer/{i:04d}/{j}'.")
+        slots.append(slot)
+    model.optimizer.set_state({"iterations": iterations, "slots": slots})
+
+
+def load_model(path):
+    """Rebuild the model saved at `path`: architecture, weights, compile settings, optimizer
+    state. Predictions are bit-identical to the saved model's, and fit continues exactly where
+    it stopped. Never runs code from the file.
+
+    Raises FileNotFoundError for a missing file; ValueError naming the file and the problem for
+    a truncated, corrupted, foreign or unknown-version file.
+    """
+    model_file = _ModelFile(path, "load_model")
+    if model_file.header.get("weights_only"):
+        model_file.fail("holds only weights (written by save_weights); build the model in code "
+                        "and call model.load_weights(path).")
+    model = _rebuild_architecture(model_file)
+    _load_weights_from(model, model_file)
+    _restore_compile(model, model_file)
     return model
 
 
 def load_weights(model, path):
-    """Copy the weights stored at `path` into `model` (same architecture)."""
+    """Copy the weights stored at `path` (by save_weights or save) into `model`, which must be
+    built with the same architecture."""
     model._require_built("load_weights")
-    _load_weights_from(model, _ModelFile(path))
+    _load_weights_from(model, _ModelFile(path, "load_weights"))

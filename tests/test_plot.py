@@ -9,12 +9,13 @@ from matplotlib.figure import Figure
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
+import minicnn
 from minicnn import plot
 
 # --------------------------------------------------------------------------------------------
-# A stand-in for the engine.
-# TODO(lead): switch these tests to the real minicnn.models.Sequential with layers.Conv2D once
-# the engine lands; the plot functions only rely on .layers, .name, .forward, .get_weights.
+# Hand-made layers with chosen kernels (identity, edge, ...), so the plotted values can be
+# checked against plain NumPy math; the plot functions only use .layers, .name, .forward and
+# .get_weights. The real minicnn Sequential is tested at the end of this file.
 # --------------------------------------------------------------------------------------------
 
 
@@ -510,3 +511,87 @@ def test_feature_maps_bad_inputs(digits, rng):
     # The model rejects the input: the error names the layer and the shape it got.
     with pytest.raises(ValueError, match=r"layer 0 'conv_a'.*\(1, 28, 28, 3\)"):
         plot.plot_feature_maps(model, np.zeros((28, 28, 3)))
+
+
+# --------------------------------------------------------------------------------------------
+# The real engine: the tutorial's Sequential
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def real_model(rng):
+    """The tutorial's minicnn Sequential with random weights, biases included (not zeros)."""
+    from test_models import tutorial_model
+
+    minicnn.set_random_seed(2)
+    model = tutorial_model()
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    return model
+
+
+def _conv_relu(x, kernel, bias):
+    """(H, W, C) float64, kernel (KH, KW, C, F) -> relu of the 'valid' cross-correlation."""
+    windows = sliding_window_view(x, kernel.shape[:2], axis=(0, 1))  # (OH, OW, C, KH, KW)
+    return np.maximum(np.einsum("hwcij,ijcf->hwf", windows, kernel) + bias, 0)
+
+
+def _pool(x):
+    h, w, c = x.shape
+    return x[:2 * (h // 2), :2 * (w // 2)].reshape(h // 2, 2, w // 2, 2, c).max(axis=(1, 3))
+
+
+def test_filters_of_a_real_sequential(tmp_path, real_model):
+    fig = plot.plot_filters(real_model, path=tmp_path / "filters.png")
+    pixels = read_png(tmp_path / "filters.png")
+    assert pixels.shape == (500, 980, 4)  # 25 filters: 8 x 4 cells
+    assert_not_blank(pixels)
+    kernel = real_model.layers[0].get_weights()[0]
+    assert kernel.shape == (3, 3, 1, 25)
+    image_axes = [ax for ax in fig.axes if ax.images]
+    assert len(image_axes) == 25
+    limit = np.abs(kernel).max()
+    for i, ax in enumerate(image_axes):
+        assert np.allclose(ax.images[0].get_array(), kernel[:, :, 0, i])
+        assert np.allclose(ax.images[0].get_clim(), (-limit, limit))
+    assert f"layer '{real_model.layers[0].name}'" in fig.get_suptitle()
+
+
+def test_feature_maps_of_a_real_sequential(tmp_path, digits, real_model):
+    image = digits[0][6]
+    fig = plot.plot_feature_maps(real_model, image, path=tmp_path / "maps.png")
+    pixels = read_png(tmp_path / "maps.png")
+    assert pixels.shape == (600, 1620, 4)  # input + 3 Conv2D rows, 16 columns
+    assert_not_blank(pixels)
+
+    # The three convolutions recomputed independently in float64 (conv -> relu -> pool).
+    w = [np.asarray(a, np.float64) for a in real_model.get_weights()]
+    conv1 = _conv_relu(image[:, :, None].astype(np.float64), w[0], w[1])
+    conv2 = _conv_relu(_pool(conv1), w[2], w[3])
+    conv3 = _conv_relu(_pool(conv2), w[4], w[5])
+    rows = fig.subfigs
+    assert len(rows) == 4
+    convs = [layer for layer in real_model.layers if type(layer).__name__ == "Conv2D"]
+    for row, layer, expected in zip(rows[1:], convs, (conv1, conv2, conv3), strict=True):
+        shown = _row_images(row)
+        assert len(shown) == 16
+        assert expected.std() > 0  # the check below compares something, not zeros
+        np.testing.assert_allclose(np.stack(shown, axis=-1), expected[:, :, :16],
+                                   rtol=1e-4, atol=1e-4)
+        title = row.get_suptitle()
+        assert layer.name in title and str((1, *expected.shape)) in title
+
+
+def test_digit_probabilities_figure(tmp_path, digits):
+    probabilities = np.full(10, 0.02)
+    probabilities[3] = 0.82
+    fig = plot.plot_digit_probabilities(digits[0][0], probabilities, "mine.png",
+                                        path=tmp_path / "p.png")
+    pixels = read_png(tmp_path / "p.png")
+    assert pixels.shape == (300, 700, 4)
+    assert_not_blank(pixels)
+    bars = [p for p in fig.axes[1].patches]
+    assert len(bars) == 10 and bars[3].get_height() == pytest.approx(0.82)
+    assert "prediction: 3 (82.0%)" in fig.axes[1].get_title()
+    with pytest.raises(ValueError, match="plot_digit_probabilities"):
+        plot.plot_digit_probabilities(np.zeros((28, 28)), np.zeros((2, 5)))

@@ -1,0 +1,301 @@
+"""The command line: subcommand listing and registration, `train` running the example script,
+and `predict` on images (output formats, --save-processed, every error path)."""
+
+import json
+import os
+import re
+import runpy
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+from PIL import Image, ImageDraw
+from test_models import tutorial_model
+from test_plot import assert_not_blank, read_png
+
+import minicnn
+from minicnn import cli, layers, models
+from minicnn.preprocessing import preprocess_digit
+
+# --------------------------------------------------------------------------------------------
+# Listing and registration
+# --------------------------------------------------------------------------------------------
+
+
+def test_python_m_minicnn_help_lists_the_subcommands():
+    result = subprocess.run([sys.executable, "-m", "minicnn", "--help"], capture_output=True,
+                            text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m minicnn")
+    assert re.search(r"^\s+train\s+train the tutorial's CNN", result.stdout, re.M)
+    assert re.search(r"^\s+predict\s+classify your own handwritten digits", result.stdout, re.M)
+
+
+def test_no_subcommand_prints_help_and_fails(capsys):
+    assert cli.main([]) == 2
+    assert "train" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"minicnn {minicnn.__version__}"
+
+
+def test_a_registered_command_is_listed_and_run(monkeypatch, capsys):
+    calls = []
+
+    def configure(parser):
+        parser.add_argument("--port", type=int, default=8000)
+
+    def run(args, extra):
+        calls.append((args.port, extra))
+        return 3
+
+    monkeypatch.setitem(cli.COMMANDS, "serve", cli.Command("serve", "serve a web page",
+                                                           configure, run))
+    assert cli.main(["--help"]) == 0
+    assert re.search(r"^\s+serve\s+serve a web page", capsys.readouterr().out, re.M)
+    assert cli.main(["serve", "--port", "9"]) == 3
+    assert calls == [(9, [])]
+    assert cli.main(["serve", "--bogus"]) == 2  # not passthrough: unknown options rejected
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------
+
+
+def test_train_finds_the_repository_example():
+    assert cli.find_example() == REPO_ROOT / "examples" / "mnist_cnn.py"
+
+
+def test_default_model_path_is_where_the_example_saves():
+    script = runpy.run_path(str(REPO_ROOT / "examples" / "mnist_cnn.py"), run_name="probe")
+    assert cli.DEFAULT_MODEL.parts == (script["DEFAULT_OUTPUT_DIR"], script["MODEL_FILE"])
+    assert script["parse_args"]([]).output_dir == script["DEFAULT_OUTPUT_DIR"]
+
+
+def test_train_runs_the_example_main_with_the_arguments(tmp_path, monkeypatch):
+    stub = tmp_path / "mnist_cnn.py"
+    record = tmp_path / "called.json"
+    stub.write_text(
+        "import json\n"
+        "def main(argv=None, prog=None):\n"
+        f"    open({str(record)!r}, 'w').write(json.dumps([argv, prog]))\n"
+        "if __name__ == '__main__':\n"
+        "    raise SystemExit('must not run as a script')\n")
+    monkeypatch.setattr(cli, "find_example", lambda: stub)
+    assert cli.main(["train", "--epochs", "3", "--limit", "7", "--help"]) == 0
+    argv, prog = json.loads(record.read_text())
+    assert argv == ["--epochs", "3", "--limit", "7", "--help"]
+    assert prog.endswith(" train")
+
+
+def test_train_help_shows_the_example_options(capsys):
+    assert cli.main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--epochs", "--batch-size", "--seed", "--data-dir", "--output-dir",
+                   "--validation-split", "--limit"):
+        assert option in out
+    assert "(default: ./mnist_cnn_output)" in out
+
+
+def test_train_rejects_bad_options_like_the_example(capsys):
+    assert cli.main(["train", "--epochs", "0"]) == 2
+    assert "--epochs: expected a whole number >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_train_without_the_example_says_how_to_get_it(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "find_example", lambda: None)
+    assert cli.main(["train"]) == 1
+    err = capsys.readouterr().err
+    assert "train: error:" in err and "examples/mnist_cnn.py" in err
+    assert "pip install -e ." in err
+
+
+def test_train_errors_from_the_run_are_one_line(mnist_dir, tmp_path, capsys):
+    """A problem found while running (here: a validation split of a single image) is reported
+    as `... train: error: <message>` with status 1, not a traceback."""
+    status = cli.main(["train", "--limit", "1", "--validation-split", "0.5", "--seed", "0",
+                       "--output-dir", str(tmp_path / "out")])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert re.search(r"train: error: fit: validation_split=0.5 of 1 samples leaves an empty", err)
+
+
+# --------------------------------------------------------------------------------------------
+# predict
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    """An (untrained, seeded) tutorial model saved to tmp_path; the tests check that predict
+    reports what the model says, not that the model is right."""
+    minicnn.set_random_seed(5)
+    model = tutorial_model()
+    path = tmp_path / "model.npz"
+    model.save(path)
+    return path, model
+
+
+def write_digit(path, shape="one", mode="RGB", size=(200, 160)):
+    """A simple drawn digit (dark on white): 'one' a vertical bar, 'zero' a ring."""
+    image = Image.new("L", size, 255)
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    if shape == "one":
+        draw.line([(w // 2, h // 5), (w // 2, 4 * h // 5)], fill=0, width=14)
+    else:
+        draw.ellipse([w // 4, h // 6, 3 * w // 4, 5 * h // 6], outline=0, width=12)
+    image.convert(mode).save(path)
+    return path
+
+
+def expected_probabilities(model, path):
+    return model.predict(preprocess_digit(path)[None, :, :, None])[0].astype(np.float64)
+
+
+def test_predict_text_output_is_the_top3(model_file, tmp_path, capsys):
+    path, model = model_file
+    images = [write_digit(tmp_path / "one.png"), write_digit(tmp_path / "zero.jpg", "zero")]
+    assert cli.main(["predict", *map(str, images), "--model", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    for line, image in zip(lines, images, strict=True):
+        probabilities = expected_probabilities(model, image)
+        top = np.argsort(probabilities)[::-1][:3]
+        ranked = [f"{k} ({probabilities[k]:.2%})" for k in top]
+        assert line == f"{image}: {ranked[0]}, then {ranked[1]}, {ranked[2]}"
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+def test_predict_json_matches_the_model(model_file, tmp_path, capsys, mode):
+    path, model = model_file
+    image = write_digit(tmp_path / f"digit_{mode}.png", "zero", mode=mode, size=(90, 300))
+    assert cli.main(["predict", str(image), "--model", str(path), "--json"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    record = json.loads(line)
+    probabilities = expected_probabilities(model, image)
+    assert record == {"image": str(image), "prediction": int(np.argmax(probabilities)),
+                      "probabilities": probabilities.tolist()}
+
+
+def test_predict_uses_the_default_model_then_minicnn_model(model_file, tmp_path, monkeypatch,
+                                                           capsys):
+    path, model = model_file
+    image = write_digit(tmp_path / "one.png")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MINICNN_MODEL", raising=False)
+    assert cli.main(["predict", str(image)]) == 1
+    err = capsys.readouterr().err
+    assert "no model at ./mnist_cnn_output/mnist_cnn.npz, where the tutorial saves it" in err
+    assert "python -m minicnn train" in err and "--model PATH" in err
+
+    (tmp_path / "mnist_cnn_output").mkdir()
+    os.replace(path, tmp_path / "mnist_cnn_output" / "mnist_cnn.npz")
+    assert cli.main(["predict", str(image), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["probabilities"] == \
+        expected_probabilities(model, image).tolist()
+
+    other = models.Sequential([layers.Conv2D(2, 3, input_shape=(28, 28, 1)), layers.Flatten(),
+                               layers.Dense(3, activation="softmax")])
+    other.save(tmp_path / "other.npz")
+    monkeypatch.setenv("MINICNN_MODEL", str(tmp_path / "other.npz"))
+    assert cli.main(["predict", str(image), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["probabilities"]) == 3
+    monkeypatch.setenv("MINICNN_MODEL", str(tmp_path / "gone.npz"))
+    assert cli.main(["predict", str(image)]) == 1
+    assert "$MINICNN_MODEL points to" in capsys.readouterr().err
+
+
+def test_predict_bad_images_are_reported_and_the_rest_still_run(model_file, tmp_path, capsys):
+    path, model = model_file
+    good = write_digit(tmp_path / "good.png")
+    text = tmp_path / "notes.png"
+    text.write_text("this is not a picture")
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (120, 120), (250, 250, 250)).save(blank)
+    missing = tmp_path / "missing.png"
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    args = ["predict", str(text), str(good), str(blank), str(missing), str(empty),
+            "--model", str(path)]
+
+    assert cli.main(args) == 1
+    out = capsys.readouterr()
+    assert out.out.startswith(f"{good}: ")  # the good image is still classified
+    errors = out.err.splitlines()
+    assert len(errors) == 4
+    assert errors[0].startswith(f"python -m minicnn predict: error: {text}: load_image:")
+    assert "could not be read as PNG/JPEG image" in errors[0]
+    assert errors[1].startswith(f"python -m minicnn predict: error: {blank}: ")
+    assert "looks blank: no digit found" in errors[1]
+    assert "no such file" in errors[2]
+    assert f"{empty}: load_image:" in errors[3] and "could not be read" in errors[3]
+
+    assert cli.main([*args, "--json"]) == 1
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["image"] for r in records] == [str(p) for p in (text, good, blank, missing, empty)]
+    assert "error" in records[0] and "prediction" in records[1] and "error" in records[2]
+
+
+def test_predict_rejects_unusable_model_files(tmp_path, capsys):
+    image = write_digit(tmp_path / "one.png")
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"PK\x03\x04 not really a zip")
+    assert cli.main(["predict", str(image), "--model", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert f"load_model: {broken} is not a readable minicnn model file" in err
+    assert cli.main(["predict", str(image), "--model", str(tmp_path / "nope.npz")]) == 1
+    assert "no model file at" in capsys.readouterr().err
+    small = models.Sequential([layers.Flatten(input_shape=(8, 8, 1)), layers.Dense(2)])
+    small.save(tmp_path / "small.npz")
+    assert cli.main(["predict", str(image), "--model", str(tmp_path / "small.npz")]) == 1
+    assert "predict needs an MNIST-style model: (28, 28, 1)" in capsys.readouterr().err
+
+
+def test_save_processed_one_file_and_a_folder(model_file, tmp_path, capsys):
+    path, model = model_file
+    one = write_digit(tmp_path / "one.png")
+    zero = write_digit(tmp_path / "zero.png", "zero")
+    figure = tmp_path / "view.png"
+    assert cli.main(["predict", str(one), "--model", str(path), "--json",
+                     "--save-processed", str(figure)]) == 0
+    assert json.loads(capsys.readouterr().out)["processed"] == str(figure)
+    pixels = read_png(figure)
+    assert pixels.shape == (300, 700, 4)
+    assert_not_blank(pixels)
+    # The left part shows the processed digit: a light bar on black, so dark pixels abound.
+    assert (pixels[:, :250, :3].max(axis=2) < 30).mean() > 0.2
+
+    folder = tmp_path / "views"
+    folder.mkdir()
+    assert cli.main(["predict", str(one), str(zero), "--model", str(path),
+                     "--save-processed", str(folder)]) == 0
+    assert sorted(os.listdir(folder)) == ["one.processed.png", "zero.processed.png"]
+    assert read_png(folder / "zero.processed.png").shape == (300, 700, 4)
+
+
+def test_save_processed_bad_targets_fail_before_any_work(model_file, tmp_path, capsys):
+    path, _ = model_file
+    one = write_digit(tmp_path / "one.png")
+    zero = write_digit(tmp_path / "zero.png", "zero")
+    assert cli.main(["predict", str(one), str(zero), "--model", str(path),
+                     "--save-processed", str(tmp_path / "file.png")]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and "give an existing folder" in out.err
+    assert cli.main(["predict", str(one), "--model", str(path),
+                     "--save-processed", str(tmp_path / "no" / "f.png")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_serve_is_a_registered_command_and_reports_a_missing_model(tmp_path, capsys):
+    missing = tmp_path / "none.npz"
+    assert cli.main(["serve", "--model", str(missing), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "python examples/mnist_cnn.py" in err

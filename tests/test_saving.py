@@ -1,0 +1,569 @@
+"""Model files: save/load round trips of several architectures (bit-identical predictions and
+continued training), atomic writing, and clear errors for truncated, corrupted, foreign and
+unknown-version files."""
+
+import json
+import os
+import pickle
+import re
+
+import numpy as np
+import pytest
+from test_models import tutorial_model
+
+import minicnn
+from minicnn import layers, losses, models, optimizers
+from minicnn.saving import FORMAT, VERSION, atomic_write
+
+# --------------------------------------------------------------------------------------------
+# Architectures: each returns (compiled model, x, y) with small random data.
+# --------------------------------------------------------------------------------------------
+
+
+def _labels(rng, n, k):
+    return rng.integers(0, k, n)
+
+
+def arch_tutorial(rng):
+    """The tutorial's model: valid convolutions, pooling, Adam, sparse labels."""
+    model = tutorial_model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model, rng.random((24, 28, 28, 1), dtype=np.float32), _labels(rng, 24, 10)
+
+
+def arch_strided_same(rng):
+    """'same' padding with strides and odd sizes, a layer without bias, a Softmax layer,
+    one-hot labels, SGD with Nesterov momentum."""
+    model = models.Sequential([
+        layers.Conv2D(6, 3, strides=2, padding="same", activation="relu", input_shape=(11, 9, 2)),
+        layers.MaxPooling2D(3, strides=2, padding="same"),
+        layers.Conv2D(5, (2, 3), strides=(1, 2), padding="same", activation="tanh",
+                      use_bias=False),
+        layers.Flatten(),
+        layers.Dense(4),
+        layers.Softmax(),
+    ])
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.05, momentum=0.9, nesterov=True),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    y = np.eye(4, dtype=np.float32)[_labels(rng, 30, 4)]
+    return model, rng.random((30, 11, 9, 2), dtype=np.float32), y
+
+
+def arch_logits_unbuilt(rng):
+    """No input_shape (built by the first fit), logits with from_logits=True, Adam with
+    non-default settings, ReLU and Activation layers."""
+    model = models.Sequential([
+        layers.Conv2D(3, 2, strides=2, padding="valid"),
+        layers.ReLU(),
+        layers.Flatten(),
+        layers.Dense(8, kernel_initializer="he_normal", bias_initializer="ones"),
+        layers.Activation("sigmoid"),
+        layers.Dense(3),
+    ])
+    model.compile(optimizer=optimizers.Adam(learning_rate=0.003, beta_1=0.8, epsilon=1e-5),
+                  loss=losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model, rng.random((20, 7, 7, 1), dtype=np.float32), _labels(rng, 20, 3)
+
+
+def arch_float64_plain_sgd(rng):
+    """A float64 model (gradient-check precision) with plain SGD (no optimizer slots)."""
+    model = models.Sequential([
+        layers.Conv2D(2, 3, padding="same", activation="relu", input_shape=(6, 6, 1)),
+        layers.MaxPooling2D(2),
+        layers.Flatten(),
+        layers.Dense(3, activation="softmax"),
+    ], dtype="float64")
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["acc"])
+    return model, rng.random((16, 6, 6, 1)), _labels(rng, 16, 3)
+
+
+ARCHITECTURES = [arch_tutorial, arch_strided_same, arch_logits_unbuilt, arch_float64_plain_sgd]
+
+
+def assert_same_weights(a, b):
+    wa, wb = a.get_weights(), b.get_weights()
+    assert len(wa) == len(wb)
+    for x, y in zip(wa, wb, strict=True):
+        assert x.dtype == y.dtype
+        np.testing.assert_array_equal(x, y)
+
+
+def fit_quietly(model, x, y, **kwargs):
+    return model.fit(x, y, epochs=1, batch_size=8, verbose=0, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Round trips
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", ARCHITECTURES, ids=lambda f: f.__name__)
+def test_round_trip_predictions_config_and_compile_settings(make, tmp_path):
+    rng = np.random.default_rng(7)
+    minicnn.set_random_seed(0)
+    model, x, y = make(rng)
+    fit_quietly(model, x, y)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = models.load_model(path)
+
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))  # bit for bit
+    assert loaded.predict(x).dtype == model.dtype
+    assert_same_weights(loaded, model)
+    assert loaded.get_config() == model.get_config()
+    assert loaded.input_shape == model.input_shape and loaded.name == model.name
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+    assert type(loaded.optimizer) is type(model.optimizer)
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    assert loaded.loss.get_config() == model.loss.get_config()
+    assert loaded.metrics == model.metrics
+    state, loaded_state = model.optimizer.get_state(), loaded.optimizer.get_state()
+    assert loaded_state["iterations"] == state["iterations"] == -(-len(x) // 8)
+    assert len(loaded_state["slots"]) == len(state["slots"])
+    for slot, loaded_slot in zip(state["slots"], loaded_state["slots"], strict=True):
+        for a, b in zip(slot, loaded_slot, strict=True):
+            np.testing.assert_array_equal(a, b)
+    # evaluate agrees too (same loss object, same metrics)
+    assert loaded.evaluate(x, y, verbose=0) == model.evaluate(x, y, verbose=0)
+
+
+@pytest.mark.parametrize("make", ARCHITECTURES, ids=lambda f: f.__name__)
+def test_continued_training_matches_uninterrupted_training(make, tmp_path):
+    """A: seed 0, build, fit 1 epoch, seed 1, fit 1 more. B: the same with a save and a
+    load_model between the epochs. The shuffle generator is global, hence the reseeding."""
+    rng = np.random.default_rng(3)
+    minicnn.set_random_seed(0)
+    a, x, y = make(rng)
+    fit_quietly(a, x, y)
+    minicnn.set_random_seed(1)
+    history_a = fit_quietly(a, x, y).history
+
+    rng = np.random.default_rng(3)
+    minicnn.set_random_seed(0)
+    b, x_b, y_b = make(rng)
+    np.testing.assert_array_equal(x_b, x)
+    fit_quietly(b, x, y)
+    b.save(tmp_path / "b.npz")
+    del b
+    resumed = models.load_model(tmp_path / "b.npz")
+    minicnn.set_random_seed(1)
+    history_b = fit_quietly(resumed, x, y).history
+
+    assert_same_weights(resumed, a)
+    assert history_b == history_a
+    assert resumed.optimizer.iterations == a.optimizer.iterations
+    # Control: resuming with a fresh optimizer (no saved moments or step count) gives other
+    # weights, so the comparison above can fail. Plain SGD has no state to lose.
+    if make is not arch_float64_plain_sgd:
+        control = models.load_model(tmp_path / "b.npz")
+        control.compile(optimizer=optimizers.deserialize(control.optimizer.get_config()),
+                        loss=control.loss, metrics=control.metrics)
+        minicnn.set_random_seed(1)
+        fit_quietly(control, x, y)
+        assert not np.array_equal(control.get_weights()[0], a.get_weights()[0])
+
+
+def test_uncompiled_model_round_trips_uncompiled(tmp_path, rng):
+    model = tutorial_model()
+    model.save(tmp_path / "u.npz")
+    loaded = models.load_model(tmp_path / "u.npz")
+    assert loaded.loss is None and loaded.optimizer is None
+    x = rng.random((5, 28, 28, 1), dtype=np.float32)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+def test_compiled_but_untrained_model_trains_like_the_original(tmp_path):
+    rng = np.random.default_rng(5)
+    minicnn.set_random_seed(0)
+    model, x, y = arch_strided_same(rng)
+    model.save(tmp_path / "m.npz")
+    loaded = models.load_model(tmp_path / "m.npz")
+    assert loaded.optimizer.iterations == 0
+    minicnn.set_random_seed(4)
+    fit_quietly(model, x, y)
+    minicnn.set_random_seed(4)
+    fit_quietly(loaded, x, y)
+    assert_same_weights(loaded, model)
+
+
+def test_file_layout_names_weights_by_layer_and_parameter(tmp_path):
+    minicnn.set_random_seed(0)
+    model, x, y = arch_tutorial(np.random.default_rng(0))
+    fit_quietly(model, x[:8], y[:8])
+    model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as data:
+        files = set(data.files)
+        header = json.loads(data["__minicnn_header__"].tobytes())
+        for i, layer in enumerate(model.layers):
+            for name, value in layer.params.items():
+                np.testing.assert_array_equal(data[f"layers/{i:03d}_{layer.name}/{name}"], value)
+    assert header["format"] == FORMAT and header["version"] == VERSION
+    assert header["minicnn_version"] == minicnn.__version__
+    assert header["config"] == model.get_config()
+    assert header["compile"]["optimizer"]["name"] == "adam"
+    assert header["compile"]["loss"]["name"] == "sparse_categorical_crossentropy"
+    assert header["optimizer_state"] == {"iterations": 1, "slots": [2] * 10}
+    assert len([f for f in files if f.startswith("optimizer/")]) == 20  # Adam: m and v each
+
+
+def test_save_weights_and_load_weights_into_a_new_model(tmp_path, rng):
+    minicnn.set_random_seed(0)
+    model, x, y = arch_strided_same(rng)
+    fit_quietly(model, x, y)
+    model.save_weights(tmp_path / "w.npz")
+    other, _, _ = arch_strided_same(rng)  # fresh layer names (conv2d_7, ...)
+    assert other.layers[0].name != model.layers[0].name
+    other.load_weights(tmp_path / "w.npz")
+    np.testing.assert_array_equal(other.predict(x), model.predict(x))
+    with pytest.raises(ValueError, match=r"w\.npz holds only weights.*load_weights"):
+        models.load_model(tmp_path / "w.npz")
+    # Full model files work for load_weights too.
+    model.save(tmp_path / "m.npz")
+    third, _, _ = arch_strided_same(rng)
+    third.load_weights(tmp_path / "m.npz")
+    np.testing.assert_array_equal(third.predict(x), model.predict(x))
+
+
+def test_load_weights_from_another_architecture_fails_clearly(tmp_path, rng):
+    model, _, _ = arch_strided_same(rng)
+    model.save(tmp_path / "m.npz")
+    small = models.Sequential([layers.Conv2D(6, 3, strides=2, padding="same",
+                                             input_shape=(11, 9, 2))])
+    with pytest.raises(ValueError, match=r"load_weights: .*m\.npz holds weights the model has "
+                                         r"no place for.*different architecture"):
+        small.load_weights(tmp_path / "m.npz")
+    tutorial = tutorial_model()
+    with pytest.raises(ValueError, match=r"m\.npz does not fit the model.*kernel must have shape"):
+        tutorial.load_weights(tmp_path / "m.npz")
+
+
+# --------------------------------------------------------------------------------------------
+# Writing: exact name, atomic, permissions
+# --------------------------------------------------------------------------------------------
+
+
+def test_save_writes_the_exact_name_atomically(tmp_path, rng):
+    model, x, _ = arch_float64_plain_sgd(rng)
+    target = tmp_path / "model.weights"  # no .npz suffix is added
+    target.write_bytes(b"an older file")
+    model.save(target)
+    assert sorted(os.listdir(tmp_path)) == ["model.weights"]
+    np.testing.assert_array_equal(models.load_model(target).predict(x), model.predict(x))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(target).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
+
+
+def test_failed_save_leaves_the_old_file_and_no_temporary(tmp_path, rng, monkeypatch):
+    model, _, _ = arch_float64_plain_sgd(rng)
+    target = tmp_path / "m.npz"
+    target.write_bytes(b"old")
+
+    def broken_savez(file, **arrays):
+        file.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(target)
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["m.npz"]
+
+
+def test_save_into_a_missing_folder_or_onto_a_folder_fails_clearly(tmp_path, rng):
+    model, _, _ = arch_float64_plain_sgd(rng)
+    with pytest.raises(FileNotFoundError, match=r"save: cannot write .*nope.* does not exist"):
+        model.save(tmp_path / "nope" / "m.npz")
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        model.save(tmp_path)
+
+
+def test_atomic_write_text(tmp_path):
+    with atomic_write(tmp_path / "a.json", "w") as f:
+        json.dump({"ü": 1}, f)
+    assert json.loads((tmp_path / "a.json").read_text(encoding="utf-8")) == {"ü": 1}
+    with pytest.raises(RuntimeError), atomic_write(tmp_path / "a.json", "w") as f:
+        f.write("{broken")
+        raise RuntimeError("stop")
+    assert json.loads((tmp_path / "a.json").read_text(encoding="utf-8")) == {"ü": 1}
+    assert os.listdir(tmp_path) == ["a.json"]
+
+
+# --------------------------------------------------------------------------------------------
+# Bad files
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """(path, model, x): a small trained model (Adam state included) saved to tmp_path."""
+    rng = np.random.default_rng(11)
+    model = models.Sequential([
+        layers.Conv2D(2, 3, padding="same", activation="relu", input_shape=(5, 5, 1)),
+        layers.Flatten(),
+        layers.Dense(3, activation="softmax"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x = rng.random((6, 5, 5, 1), dtype=np.float32)
+    model.fit(x, rng.integers(0, 3, 6), verbose=0)
+    path = tmp_path / "saved.npz"
+    model.save(path)
+    return path, model, x
+
+
+def rewrite(path, change):
+    """Load the file's arrays and header, let change(arrays, header) edit them, write back."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    header = json.loads(arrays.pop("__minicnn_header__").tobytes())
+    change(arrays, header)
+    if header is not None:
+        arrays["__minicnn_header__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def expect_clear_error(path, pattern):
+    """load_model(path) raises ValueError whose message names the file and matches pattern."""
+    with pytest.raises(ValueError) as info:
+        models.load_model(path)
+    message = str(info.value)
+    assert message.startswith("load_model: ") and str(path) in message, message
+    assert re.search(pattern, message), message
+    return message
+
+
+@pytest.mark.parametrize("keep", [0, 1, 30, 0.5, -1, -22, -100])
+def test_truncated_files_are_rejected(saved, keep):
+    path, _, _ = saved
+    data = path.read_bytes()
+    cut = keep if isinstance(keep, int) else int(len(data) * keep)
+    path.write_bytes(data[:cut])
+    expect_clear_error(path, r"not a readable minicnn model file.*truncated or corrupted")
+
+
+def test_every_flipped_byte_is_rejected_or_harmless(saved):
+    """Flip each byte of the file in turn (every 3rd byte, and every byte of the zip directory
+    at the end). Each result must either load into the same model (the byte was metadata such
+    as a timestamp) or raise a ValueError naming the file; never another exception, and never
+    a model with different weights (the zip CRC-32 covers every array)."""
+    path, model, x = saved
+    original = path.read_bytes()
+    expected = model.predict(x)
+    positions = sorted(set(range(0, len(original), 3)) | set(range(len(original) - 600,
+                                                                   len(original))))
+    outcomes = {"same": 0, "rejected": 0}
+    for position in positions:
+        corrupted = bytearray(original)
+        corrupted[position] ^= 0xFF
+        path.write_bytes(bytes(corrupted))
+        try:
+            loaded = models.load_model(path)
+        except ValueError as exc:
+            assert str(path) in str(exc), (position, exc)
+            outcomes["rejected"] += 1
+            continue
+        np.testing.assert_array_equal(loaded.predict(x), expected, err_msg=f"byte {position}")
+        assert_same_weights(loaded, model)
+        outcomes["same"] += 1
+    # Most bytes are covered by a CRC or structural checks; timestamps and the like are not.
+    assert outcomes["rejected"] > 0.7 * len(positions), outcomes
+    assert outcomes["same"] > 0, outcomes
+
+
+@pytest.mark.parametrize("content, pattern", [
+    (b"", r"not a readable minicnn model file \(it is empty, 0 bytes\)"),
+    (b"hello, this is a text file\n" * 20, r"does not start like a .npz archive: b'hello,'"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(200), r"does not start like a .npz archive"),
+], ids=["empty", "text", "png"])
+def test_files_that_are_not_npz_are_rejected(tmp_path, content, pattern):
+    path = tmp_path / "model.npz"
+    path.write_bytes(content)
+    expect_clear_error(path, pattern)
+
+
+def test_single_npy_array_is_rejected(tmp_path):
+    path = tmp_path / "model.npz"
+    with open(path, "wb") as f:
+        np.save(f, np.zeros((2, 3)))
+    expect_clear_error(path, r"single NumPy array \(.npy\), not a minicnn model")
+
+
+class _Boom:
+    """Unpickling this would create the file named in `marker`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickled_content_is_never_unpickled(tmp_path, saved):
+    marker = tmp_path / "code-ran"
+    # 1) the whole file a pickle
+    path = tmp_path / "pickle.npz"
+    path.write_bytes(pickle.dumps(_Boom(str(marker))))
+    expect_clear_error(path, "does not start like a .npz archive")
+    # 2) an object array inside an otherwise valid model file
+    model_path, _, _ = saved
+    boom = np.empty(1, dtype=object)
+    boom[0] = _Boom(str(marker))
+    rewrite(model_path, lambda arrays, header: arrays.update(
+        {"layers/000_x/kernel": boom}))
+    expect_clear_error(model_path, "pickled Python objects, which minicnn never loads")
+    assert not marker.exists()
+
+
+def test_npz_without_minicnn_header_is_rejected(tmp_path):
+    path = tmp_path / "weights.npz"
+    np.savez(path, a=np.zeros(3))
+    expect_clear_error(path, r"not a minicnn model \(it has no minicnn header\)")
+
+
+@pytest.mark.parametrize("version", [2, 99, 0, "1", None, True])
+def test_unknown_format_versions_are_rejected(saved, version):
+    path, _, _ = saved
+
+    def change(arrays, header):
+        if version is None:
+            del header["version"]
+        else:
+            header["version"] = version
+
+    rewrite(path, change)
+    message = expect_clear_error(path, rf"format version {version!r}.*reads version 1")
+    assert "Upgrade minicnn" in message
+
+
+def test_corrupted_header_is_rejected(saved):
+    path, _, _ = saved
+
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["__minicnn_header__"] = np.frombuffer(b"\xff\xfe{not json", np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    expect_clear_error(path, "corrupted header")
+    arrays["__minicnn_header__"] = np.frombuffer(b"[" * 100000, np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    expect_clear_error(path, "corrupted header")
+    arrays["__minicnn_header__"] = np.frombuffer(b'{"format": "keras"}', np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    expect_clear_error(path, "is not a minicnn model file")
+
+
+def _drop_weight(arrays, header):
+    del arrays[next(k for k in arrays if k.endswith("/kernel"))]
+
+
+def _reshape_weight(arrays, header):
+    key = next(k for k in arrays if k.startswith("layers/002") and k.endswith("/kernel"))
+    arrays[key] = arrays[key][:-1]
+
+
+def _nan_weight(arrays, header):
+    key = next(k for k in arrays if k.endswith("/bias"))
+    arrays[key] = arrays[key].copy()
+    arrays[key][0] = np.nan
+
+
+def _int_weight(arrays, header):
+    key = next(k for k in arrays if k.endswith("/bias"))
+    arrays[key] = arrays[key].astype(np.int32)
+
+
+def _unknown_layer(arrays, header):
+    header["config"]["layers"][1]["class_name"] = "os.system"
+
+
+def _bad_layer_argument(arrays, header):
+    header["config"]["layers"][0]["config"]["filters"] = "many"
+
+
+def _unexpected_layer_argument(arrays, header):
+    header["config"]["layers"][0]["config"]["exec"] = "print(1)"
+
+
+def _config_not_a_dict(arrays, header):
+    header["config"] = "Sequential"
+
+
+def _unknown_optimizer(arrays, header):
+    header["compile"]["optimizer"]["name"] = "adamw"
+
+
+def _bad_optimizer_argument(arrays, header):
+    header["compile"]["optimizer"]["learning_rate"] = -1
+
+
+def _unknown_loss(arrays, header):
+    header["compile"]["loss"] = {"name": "hinge"}
+
+
+def _slot_wrong_shape(arrays, header):
+    arrays["optimizer/0000/1"] = arrays["optimizer/0000/1"][..., :1]
+
+
+def _slot_missing(arrays, header):
+    del arrays["optimizer/0003/0"]
+
+
+def _slot_count_wrong(arrays, header):
+    header["optimizer_state"]["slots"] = [2, 2]
+
+
+def _iterations_bad(arrays, header):
+    header["optimizer_state"]["iterations"] = -5
+
+
+def _state_missing(arrays, header):
+    header["optimizer_state"] = None
+
+
+CORRUPTIONS = [
+    (_drop_weight, r"lacks the array 'layers/000_.*/kernel'"),
+    (_reshape_weight, r"does not fit the model.*kernel must have shape \(50, 3\), got \(49, 3\)"),
+    (_nan_weight, r"does not fit the model.*bias contains NaN"),
+    (_int_weight, r"stores 'layers/.*/bias' as int32; weights are floats"),
+    (_unknown_layer, r"invalid architecture.*unknown layer class 'os.system'"),
+    (_bad_layer_argument, r"invalid architecture.*filters must be a positive int"),
+    (_unexpected_layer_argument, r"invalid architecture.*TypeError.*exec"),
+    (_config_not_a_dict, r"invalid architecture"),
+    (_unknown_optimizer, r"invalid compile settings.*adamw"),
+    (_bad_optimizer_argument, r"invalid compile settings.*learning_rate must be"),
+    (_unknown_loss, r"invalid compile settings.*hinge"),
+    (_slot_wrong_shape, r"optimizer state 'optimizer/0000/1' of shape \(3, 3, 1, 1\)"),
+    (_slot_missing, r"lacks the array 'optimizer/0003/0'"),
+    (_slot_count_wrong, r"optimizer state for 2 parameters, but the model trains 4"),
+    (_iterations_bad, r"invalid optimizer step count -5"),
+    (_state_missing, r"compile settings but no optimizer state"),
+]
+
+
+@pytest.mark.parametrize("change, pattern", CORRUPTIONS,
+                         ids=[change.__name__.strip("_") for change, _ in CORRUPTIONS])
+def test_inconsistent_contents_are_rejected(saved, change, pattern):
+    path, _, _ = saved
+    rewrite(path, change)
+    expect_clear_error(path, pattern)
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"load_model: no such file: .*absent\.npz"):
+        models.load_model(tmp_path / "absent.npz")
+    with pytest.raises(FileNotFoundError, match="is a folder, not a file"):
+        models.load_model(tmp_path)
+
+
+def test_zip_with_unsupported_compression_is_rejected(saved):
+    """A member whose compression method Python's zipfile cannot read (zipfile raises
+    NotImplementedError) is reported like any other damage."""
+    path, _, _ = saved
+    raw = bytearray(path.read_bytes())
+    entry = raw.index(b"PK\x01\x02")  # first central-directory entry
+    raw[entry + 10:entry + 12] = (99).to_bytes(2, "little")  # its compression method
+    path.write_bytes(bytes(raw))
+    expect_clear_error(path, "not a readable.*NotImplementedError")
