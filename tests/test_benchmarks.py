@@ -243,6 +243,21 @@ def test_table_and_json_from_fabricated_runs(bench_mnist, tmp_path):
 # ----------------------------------------------------------------------------- bench_layers
 
 
+def test_best_of_rounds_keeps_each_direction_fastest_round():
+    layers_bench = load("bench_layers")
+    # FABRICATED entries of two rounds: forward fastest in round 2, backward in round 1.
+    rounds = [{"forward_ms": 2.0, "backward_ms": 3.0, "forward_gflops": 5.0,
+               "backward_gflops": 6.0, "forward_median_ms": 2.5, "backward_median_ms": 3.5,
+               "repeats": 10},
+              {"forward_ms": 1.0, "backward_ms": 4.0, "forward_gflops": 10.0,
+               "backward_gflops": 4.5, "forward_median_ms": 1.5, "backward_median_ms": 4.5,
+               "repeats": 20}]
+    best = layers_bench.best_of_rounds(rounds)
+    assert (best["forward_ms"], best["forward_gflops"]) == (1.0, 10.0)
+    assert (best["backward_ms"], best["backward_gflops"]) == (3.0, 6.0)
+    assert best["forward_median_ms"] == 2.0 and best["repeats"] == 30 and best["rounds"] == 2
+
+
 def test_layer_benchmark_minicnn_columns(tmp_path, capsys):
     layers_bench = load("bench_layers")
     report = layers_bench.main(["--quick", "--impls", "numba,numpy,layer",
@@ -261,7 +276,8 @@ def test_layer_benchmark_minicnn_columns(tmp_path, capsys):
     entry = rows["conv1"]["results"]["numba"]
     assert entry["forward_gflops"] == pytest.approx(
         rows["conv1"]["flops"]["forward"] / entry["forward_ms"] / 1e6)
-    assert entry["forward_min_ms"] <= entry["forward_ms"] and entry["repeats"] >= 2
+    assert entry["forward_ms"] <= entry["forward_median_ms"] and entry["repeats"] >= 2
+    assert entry["rounds"] == 1 and report["config"]["rounds"] == 1  # --quick: one round
     out = capsys.readouterr().out
     assert "| conv1 | conv 3x3/1 valid + relu, no dx, 28x28x1 -> 26x26x25 |" in out
     saved = json.loads(next(tmp_path.glob("*-layers-quick.json")).read_text())
