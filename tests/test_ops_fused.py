@@ -213,3 +213,16 @@ def test_im2col_single_channel_fast_copy_matches_reference():
         pads = conv_geometry((9, 7), (3, 3), strides, padding)[2]
         np.testing.assert_array_equal(kernels.im2col(x, 3, 3, strides, pads),
                                       reference.im2col(x, 3, 3, strides, pads))
+
+
+def test_im2col_single_channel_into_fortran_ordered_cols():
+    """The first conv layer keeps cols in Fortran order (contiguous columns); the kernel must
+    fill it exactly as the reference, with padding and strides."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 9, 7, 1)).astype(np.float32)
+    for strides, padding in (((1, 1), "valid"), ((1, 1), "same"), ((2, 3), "same")):
+        out_h, out_w, pads = conv_geometry((9, 7), (3, 3), strides, padding)
+        cols = np.full((9, 3 * out_h * out_w), np.nan, np.float32).T
+        assert cols.flags.f_contiguous and not cols.flags.c_contiguous
+        kernels._im2col_into(x, 3, 3, *strides, pads[0], pads[2], out_h, out_w, cols)
+        np.testing.assert_array_equal(cols, reference.im2col(x, 3, 3, strides, pads))
