@@ -36,30 +36,13 @@ class Optimizer:
         return []
 
     def apply_gradients(self, pairs):
-        """One step: update every parameter of `pairs` in place with its gradient."""
-        pairs = self.begin_step(pairs)
-        self.update_some(pairs, range(len(pairs)))
-
-    def begin_step(self, pairs):
-        """Start a step (state created on first use, iterations += 1); returns pairs as a list.
-        apply_gradients = begin_step + update_some(all indices). minicnn.parallel calls
-        update_some on disjoint index sets from several threads at once."""
         pairs = list(pairs)
         if self._slots is None:
             self._slots = self._create_slots([p for _, p in pairs])
-        if len(self._slots) != len(pairs):
-            raise ValueError(
-                f"{type(self).__name__}: got {len(pairs)} (gradient, parameter) pairs but its "
-                f"state holds {len(self._slots)}; the model's weights changed since this "
-                "optimizer was first used. Compile the model again (new optimizer state).")
         self.iterations += 1
-        return pairs
+        self._update(pairs)
 
-    def update_some(self, pairs, indices):
-        """Update the parameters pairs[i] for i in indices (after begin_step)."""
-        self._update(pairs, indices)
-
-    def _update(self, pairs, indices):
+    def _update(self, pairs):
         raise NotImplementedError
 
     def get_state(self):
@@ -91,10 +74,9 @@ class SGD(Optimizer):
     def _create_slots(self, params):
         return [[np.zeros_like(p)] for p in params] if self.momentum > 0 else [[] for _ in params]
 
-    def _update(self, pairs, indices):
+    def _update(self, pairs):
         lr, momentum = self.learning_rate, self.momentum
-        for i in indices:
-            (grad, param), slot = pairs[i], self._slots[i]
+        for (grad, param), slot in zip(pairs, self._slots, strict=True):
             if momentum == 0:
                 param -= lr * grad
                 continue
@@ -131,12 +113,11 @@ class Adam(Optimizer):
     def _create_slots(self, params):
         return [[np.zeros_like(p), np.zeros_like(p)] for p in params]
 
-    def _update(self, pairs, indices):
+    def _update(self, pairs):
         t = self.iterations
         b1, b2 = self.beta_1, self.beta_2
         alpha = self.learning_rate * math.sqrt(1 - b2**t) / (1 - b1**t)
-        for i in indices:
-            (grad, param), (m, v) = pairs[i], self._slots[i]
+        for (grad, param), (m, v) in zip(pairs, self._slots, strict=True):
             if _fusable(grad, param, m, v):
                 # One compiled pass per array instead of ~8 NumPy passes and temporaries.
                 fused.adam_update(grad, param, m, v, b1, b2, alpha, self.epsilon)

@@ -117,16 +117,6 @@ def _shard_bounds(n, k):
     return bounds
 
 
-def _balanced_parts(sizes, k):
-    """Indices 0..len(sizes)-1 in k groups of similar total size (largest first, greedy)."""
-    parts, totals = [[] for _ in range(k)], [0] * k
-    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
-        g = totals.index(min(totals))
-        parts[g].append(i)
-        totals[g] += sizes[i]
-    return [sorted(p) for p in parts]
-
-
 def _forward(layers, x, training, out):
     for layer in layers:
         x = layer.forward(x, training=training)
@@ -194,26 +184,14 @@ class BatchSplit:
             raise error
         return results
 
-    def sum_gradients(self, shards, entries, part):
-        """For the parameters `part` (indices into the optimizer's pairs; entries[i] = (layer
-        index, param key)): add the replicas' grads into the model's layers' grads, in shard
-        order (fixed: deterministic)."""
-        for i in part:
-            j, key = entries[i]
-            total = shards[0][j].grads[key]
-            for other in shards[1:]:
-                total += other[j].grads[key]
-
-    def _combine_and_update(self, shards, pairs, entries, part, caller):
-        """Sum the gradients of the parameters `part`, then apply the optimizer's update to
-        them. Parts are disjoint, so the shards' threads each take one at the same time."""
-        optimizer = self.model.optimizer
-        if caller:  # through the instances, whose methods profiling may be timing
-            self.sum_gradients(shards, entries, part)
-            optimizer.update_some(pairs, part)
-        else:  # the classes' own methods: profiling times the calling thread only
-            BatchSplit.sum_gradients(self, shards, entries, part)
-            type(optimizer).update_some(optimizer, pairs, part)
+    def sum_gradients(self, shards):
+        """Add the replicas' grads into the model's layers, in shard order (deterministic)."""
+        for j, layer in enumerate(shards[0]):
+            if not layer.trainable:
+                continue
+            for key, total in layer.grads.items():
+                for other in shards[1:]:
+                    total += other[j].grads[key]
 
     # -- the entry points ------------------------------------------------------------------------
     def train_step(self, x, y):
@@ -241,16 +219,10 @@ class BatchSplit:
             self._run(workers, _backward,
                       [(model, layers, grad[a:b])
                        for layers, (a, b) in zip(shards, bounds, strict=True)])
-            # Combine and update in parallel too: each thread sums, then updates, its own
-            # share of the parameters (balanced by size).
-            entries = [(j, key) for j, layer in enumerate(model.layers) if layer.trainable
-                       for key in layer.params]
-            pairs = model.optimizer.begin_step(model._trainable_pairs())
-            parts = _balanced_parts([param.size for _, param in pairs], k)
-            self._run(workers, self._combine_and_update,
-                      [(shards, pairs, entries, part, i == 0) for i, part in enumerate(parts)])
+            self.sum_gradients(shards)
         finally:
             pool.busy.release()
+        model.optimizer.apply_gradients(model._trainable_pairs())
         return loss, correct
 
     def predict_into(self, x, out):

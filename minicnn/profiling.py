@@ -28,9 +28,8 @@ models.py has one path, and ``profile=False`` pays nothing. Validation passes ar
 With the batch split over threads (minicnn/parallel.py; ``shards`` > 1) the layer rows time
 the calling thread's shard, which runs on the model's own layers while the other shards run
 alongside on replicas; two more rows appear: ``shards: wait`` (the caller waiting for the
-other shards after forward, backward and the update) and ``shards: sum gradients`` (adding
-the shards' gradients). The gradient sum and the optimizer are split by parameters, so these
-rows, as ``optimizer``, time the caller's share. The rows still add up to the wall time.
+slowest other shard, after forward and after backward) and ``shards: sum gradients``
+(adding the shards' gradients). The rows still add up to the wall time.
 """
 
 from __future__ import annotations
@@ -218,9 +217,7 @@ def instrument(model, profile, callbacks=()):
     wrap(model, "_batch_metrics", "loss + metrics")
     wrap(model.loss, "gradient", "loss + metrics")
     wrap(model.loss, "gradient_through_softmax", "loss + metrics")
-    # apply_gradients = begin_step + update_some; the split step calls the two directly.
-    wrap(model.optimizer, "begin_step", "optimizer")
-    wrap(model.optimizer, "update_some", "optimizer")
+    wrap(model.optimizer, "apply_gradients", "optimizer")
     split = getattr(model, "_split", None)
     if profile.shards > 1 and split is not None:
         wrap(split, "wait", "shards: wait")
