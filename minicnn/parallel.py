@@ -22,9 +22,15 @@ Results: the loss and accuracy are those of the one-thread step; gradients diffe
 only by float rounding (a sum over N rows becomes a sum of k partial sums). Training is
 bit-identical per seed for a given number of shards.
 
+Cost: each phase is two hand-offs between threads, and the shards' Python code (layer
+bookkeeping, small NumPy calls) still takes turns on the GIL, a few hundred microseconds per
+step on the 2-core development VM. So a batch is only split when every shard gets at least
+``MIN_SAMPLES_PER_SHARD`` samples and ``MIN_FLOPS_PER_SHARD`` forward FLOPs (measured: the
+split lost for models below ~20 MFLOP per shard and won above ~40; the Keras MNIST tutorial
+model has 71 MFLOP in a shard of 16 images).
+
 ``MINICNN_THREADS=<k>`` sets the number of threads (``1`` turns splitting off); the default
-is the number of cores this process may use. Batches with fewer than
-``MIN_SAMPLES_PER_SHARD`` samples per shard use fewer shards (or none).
+is the number of cores this process may use.
 """
 
 from __future__ import annotations
@@ -37,8 +43,9 @@ import numpy as np
 
 __all__ = ["default_threads", "MIN_SAMPLES_PER_SHARD", "BatchSplit"]
 
-# Below ~8 samples per shard the two hand-offs per phase cost more than the shard saves.
+# Smallest shard worth a thread (see the module docstring for the measurements).
 MIN_SAMPLES_PER_SHARD = 8
+MIN_FLOPS_PER_SHARD = 30e6  # forward FLOPs, as Layer.flops() counts them
 
 
 def _usable_cores():
@@ -144,8 +151,13 @@ class BatchSplit:
         self._shards = []  # per shard, its list of layers; shard 0 is model.layers
 
     def shards_for(self, n):
-        """How many shards a batch of n samples is cut into."""
-        return max(1, min(self.threads, n // MIN_SAMPLES_PER_SHARD))
+        """How many shards a batch of n samples is cut into (1: not split)."""
+        k = min(self.threads, n // MIN_SAMPLES_PER_SHARD)
+        if k > 1 and MIN_FLOPS_PER_SHARD > 0:
+            layers = self.model.layers
+            flops = sum(layer.flops() for layer in layers) if self.model.built else 0
+            k = min(k, int(n * flops // MIN_FLOPS_PER_SHARD))
+        return max(1, k)
 
     def _layers(self, k):
         layers = self.model.layers

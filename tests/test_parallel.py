@@ -8,6 +8,13 @@ import minicnn
 from minicnn import layers, models, optimizers, parallel
 
 
+@pytest.fixture(autouse=True)
+def split_small_models(monkeypatch):
+    """The small test models are far below the work a split needs to pay off; split them
+    anyway (only the sample minimum applies), unless a test says otherwise."""
+    monkeypatch.setattr(parallel, "MIN_FLOPS_PER_SHARD", 0)
+
+
 def tutorial_model(dtype=None):
     model = models.Sequential([
         layers.Conv2D(25, (3, 3), activation="relu", input_shape=(28, 28, 1)),
@@ -124,6 +131,16 @@ def test_predict_and_evaluate_split_equal_one_thread(rng):
     np.testing.assert_allclose(out[2][0], out[1][0], rtol=1e-5, atol=1e-7)
     assert out[2][1][1] == out[1][1][1]
     assert out[2][1][0] == pytest.approx(out[1][1][0], rel=1e-5)
+
+
+def test_models_with_little_work_are_not_split(monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_FLOPS_PER_SHARD", 50e6)
+    small, big = with_threads(small_model(), 4), with_threads(tutorial_model(), 4)
+    assert small._batch_split().shards_for(1024) == 1  # ~3 kFLOP per image
+    assert sum(layer.flops() for layer in big.layers) == 4_462_024
+    # 16 samples would make 2 shards of 8, but 71 MFLOP < 2 x 50; 32 samples: 4 by count,
+    # 2 by work (142.8 MFLOP).
+    assert [big._batch_split().shards_for(n) for n in (16, 23, 24, 32, 45)] == [1, 2, 2, 2, 4]
 
 
 def test_small_batches_and_one_thread_are_not_split(monkeypatch):
