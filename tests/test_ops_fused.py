@@ -226,3 +226,20 @@ def test_im2col_single_channel_into_fortran_ordered_cols():
         assert cols.flags.f_contiguous and not cols.flags.c_contiguous
         kernels._im2col_into(x, 3, 3, *strides, pads[0], pads[2], out_h, out_w, cols)
         np.testing.assert_array_equal(cols, reference.im2col(x, 3, 3, strides, pads))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_update_flushes_subnormal_moments_to_zero(dtype):
+    """A weight whose gradient stays 0 sees m shrink towards the subnormal range, where every
+    operation is slow; the kernel flushes such moments to 0 (as TensorFlow's flush-to-zero)."""
+    tiny = np.finfo(dtype).tiny
+    grad = np.array([0.0, 0.0, 0.0, 1e-3], dtype)
+    param = np.ones(4, dtype)
+    m = np.array([tiny * 2, tiny * 0.5, 1e-3, 0.0], dtype)
+    v = np.array([tiny * 0.5, tiny * 4, 1e-6, 0.0], dtype)
+    fused.adam_update(grad, param, m, v, 0.9, 0.999, 1e-3, 1e-7)
+    assert m[1] == 0 and v[0] == 0  # 0.45 tiny and 0.4995 tiny: subnormal, flushed
+    np.testing.assert_allclose([m[0], v[1]], [1.8 * tiny, 3.996 * tiny], rtol=1e-6)  # kept
+    np.testing.assert_allclose(m[2:], [0.9e-3, 1e-4], rtol=1e-6)
+    np.testing.assert_allclose(v[2:], [0.999e-6, 1e-9], rtol=1e-6)
+    assert np.all(np.isfinite(param))
