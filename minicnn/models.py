@@ -4,6 +4,10 @@ One training step, in order: forward through the layers -> loss (the one divisio
 batch size) -> backward through the layers in reverse -> optimizer step. With a softmax last
 layer and a probabilistic cross-entropy the loss hands back dL/dz = (p - onehot) / N directly
 (stable, and the exact gradient wherever the clip is inactive).
+
+On a multi-core machine each step (and each prediction chunk) is split over threads by
+minicnn/parallel.py (data parallel over the batch; MINICNN_THREADS=1 turns it off); the
+one-thread step below is what every shard runs on its rows.
 """
 
 from contextlib import nullcontext
@@ -21,6 +25,7 @@ from .layers import get_class as layer_class
 from .layers.base import ActivatedLayer, unique_name
 from .layers.core import Activation
 from .ops.threads import blas_threads
+from .parallel import BatchSplit, default_threads
 from .profiling import TrainingProfile, instrument
 
 
@@ -59,6 +64,7 @@ class Sequential:
         self.metrics = []
         self.stop_training = False
         self.history = None
+        self._split = None  # created on first use, see _batch_split
         for layer in layers or []:
             self.add(layer)
 
@@ -161,17 +167,27 @@ class Sequential:
             x = layer.forward(x, training=training)
         return x
 
-    def _backward(self, y_true, y_pred):
-        last = self.layers[-1]
+    def _output_gradient(self, y_true, y_pred):
+        """dL/dz of the last layer (fused softmax) or dL/d(y_pred), divided by the batch size."""
         if self._softmax_is_fused():
-            grad = self.loss.gradient_through_softmax(y_true, y_pred)
+            return self.loss.gradient_through_softmax(y_true, y_pred)
+        return self.loss.gradient(y_true, y_pred)
+
+    def _backward_layers(self, layers, grad):
+        """Backward through `layers` (the model's own, or a shard's replicas) from the output
+        gradient; returns dL/d(input) (None: the first layer skips it)."""
+        last = layers[-1]
+        if self._softmax_is_fused():
             grad = (last.backward_preactivation(grad) if isinstance(last, ActivatedLayer)
                     else grad)  # an Activation('softmax') layer has nothing before its softmax
         else:
-            grad = last.backward(self.loss.gradient(y_true, y_pred))
-        for layer in reversed(self.layers[:-1]):
+            grad = last.backward(grad)
+        for layer in reversed(layers[:-1]):
             grad = layer.backward(grad)
         return grad
+
+    def _backward(self, y_true, y_pred):
+        return self._backward_layers(self.layers, self._output_gradient(y_true, y_pred))
 
     def _trainable_pairs(self):
         return [(layer.grads[key], param) for layer in self.layers if layer.trainable
@@ -192,10 +208,23 @@ class Sequential:
         self._require_compiled("train_on_batch")
         x = check_x(self, x, "train_on_batch")
         y = check_y(self, y, len(x), "train_on_batch")
-        loss, correct = self._train_step(x, y)
+        self._batch_split(refresh=True)
+        with blas_threads():
+            loss, correct = self._train_step(x, y)
         return [loss, correct / len(x)] if self.metrics else loss
 
+    def _batch_split(self, refresh=False):
+        """This model's BatchSplit (minicnn/parallel.py); refresh re-reads MINICNN_THREADS."""
+        if self._split is None:
+            self._split = BatchSplit(self)
+        elif refresh:
+            self._split.threads = default_threads()
+        return self._split
+
     def _train_step(self, x, y):
+        result = self._batch_split().train_step(x, y)
+        if result is not None:
+            return result
         y_pred = self._forward(x, training=True)
         loss, correct = self._batch_metrics(y, y_pred)
         if not np.isfinite(loss):
@@ -217,6 +246,7 @@ class Sequential:
         profile=True times every phase of every step (see minicnn.profiling) and stores a
         TrainingProfile as history.profile; print(history.profile) shows the table.
         """
+        self._batch_split(refresh=True)
         with blas_threads():
             return self._fit(x, y, batch_size, epochs, verbose, callbacks, validation_split,
                              validation_data, shuffle, initial_epoch, profile)
@@ -252,14 +282,11 @@ class Sequential:
         if verbose:
             callbacks.append(ProgbarLogger(epochs, steps, verbose))
         callbacks.append(history)
-        for callback in callbacks:
-            callback.set_model(self)
-            callback.on_train_begin()
-        self.stop_training = False
         x_batch = np.empty((min(batch_size, n), *x.shape[1:]), dtype=self.dtype)
         y_batch = np.empty((min(batch_size, n), *y.shape[1:]), dtype=y.dtype)
-        profiler = TrainingProfile([layer.name for layer in self.layers], n, batch_size) \
-            if profile else None
+        shards = self._batch_split().shards_for(min(batch_size, n))
+        profiler = (TrainingProfile([layer.name for layer in self.layers], n, batch_size, shards)
+                    if profile else None)
         if profiler is not None:
             callbacks.insert(0, profiler)
         history.profile = profiler
@@ -342,13 +369,22 @@ class Sequential:
         for start in range(0, len(x), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             xb = np.ascontiguousarray(xb, dtype=self.dtype)  # per batch: no full-size copy
-            loss, correct = self._batch_metrics(yb, self._forward(xb, training=False))
+            loss, correct = self._batch_metrics(yb, self._predict_batch(xb))
             loss_sum += loss * len(xb)
             correct_sum += correct
             if progbar is not None:
                 progbar.update(start // batch_size + 1, self._logs(loss_sum, correct_sum,
                                                                     start + len(xb)))
         return self._logs(loss_sum, correct_sum, len(x))
+
+    def _predict_batch(self, xb, out=None):
+        """Inference forward of one batch (split over the threads when worth it) -> outputs,
+        written into `out` when given."""
+        if out is None:
+            out = np.empty((len(xb), *self.output_shape), dtype=self.dtype)
+        if not self._batch_split().predict_into(xb, out):
+            out[...] = self._forward(xb, training=False)
+        return out
 
     def evaluate(self, x=None, y=None, batch_size=32, verbose=1):
         """Mean loss and accuracy on (x, y): [loss, accuracy] (just loss without metrics)."""
@@ -360,6 +396,7 @@ class Sequential:
         y = check_y(self, y, len(x), where)
         steps = -(-len(x) // batch_size)
         bar = Progbar(steps, verbose)
+        self._batch_split(refresh=True)
         with blas_threads():
             logs = self._evaluate_arrays(x, y, batch_size, bar)
         bar.update(steps, logs, finished=True)
@@ -377,10 +414,11 @@ class Sequential:
         # Inference keeps nothing for a backward pass, so it runs in larger chunks than the
         # user's batch_size (fewer calls, better BLAS shapes); the outputs are the same.
         chunk = max(batch_size, PREDICT_CHUNK)
+        self._batch_split(refresh=True)
         with blas_threads():
             for start in range(0, len(x), chunk):
                 xb = np.ascontiguousarray(x[start:start + chunk], dtype=self.dtype)
-                out[start:start + chunk] = self._forward(xb, False)
+                self._predict_batch(xb, out[start:start + chunk])
                 bar.update(min(steps, -(-(start + len(xb)) // batch_size)))
         bar.update(steps, finished=True)
         return out

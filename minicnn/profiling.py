@@ -24,6 +24,12 @@ the first allocation of every workspace buffer.
 Profiling wraps the methods of this model's layers, loss and optimizer (on these instances
 only, for the duration of the fit) with a clock read before and after; the training loop in
 models.py has one path, and ``profile=False`` pays nothing. Validation passes are not timed.
+
+With the batch split over threads (minicnn/parallel.py; ``shards`` > 1) the layer rows time
+the calling thread's shard, which runs on the model's own layers while the other shards run
+alongside on replicas; two more rows appear: ``shards: wait`` (the caller waiting for the
+slowest other shard, after forward and after backward) and ``shards: sum gradients``
+(adding the shards' gradients). The rows still add up to the wall time.
 """
 
 from __future__ import annotations
@@ -42,14 +48,16 @@ class TrainingProfile(Callback):
     """Accumulated phase times of one ``fit`` call (also a callback: it marks where steps and
     epochs begin and end).
 
-    Attributes: ``seconds`` (dict phase -> seconds, in step order), ``steps`` (timed steps, the
+    Attributes: ``seconds`` (dict phase -> seconds, in step order), ``shards`` (threads a full
+    batch is split over; 1 = not split), ``steps`` (timed steps, the
     first one excluded), ``samples`` (images in those steps), ``wall_seconds`` (wall time of
     the timed steps' epochs minus the first step), ``first_step_seconds``, ``epochs``.
     """
 
-    def __init__(self, layer_names, n_samples=0, batch_size=1):
+    def __init__(self, layer_names, n_samples=0, batch_size=1, shards=1):
         super().__init__()
         self.n_samples, self.batch_size = n_samples, batch_size
+        self.shards = shards
         self.steps_per_epoch = -(-n_samples // batch_size)
         self.recording = False
         self._epoch_start = None
@@ -59,6 +67,9 @@ class TrainingProfile(Callback):
         self.seconds["loss + metrics"] = 0.0
         for name in reversed(layer_names):
             self.seconds[f"{name} backward"] = 0.0
+        if shards > 1:
+            self.seconds["shards: wait"] = 0.0
+            self.seconds["shards: sum gradients"] = 0.0
         self.seconds["optimizer"] = 0.0
         self.seconds["callbacks"] = 0.0
         self.seconds["other"] = 0.0
@@ -122,11 +133,13 @@ class TrainingProfile(Callback):
         return 1e3 * self.wall_seconds / max(self.steps, 1)
 
     def as_dict(self):
-        """{'steps', 'samples', 'epochs', 'wall_seconds', 'ms_per_step', 'first_step_seconds',
-        'images_per_second', 'phases': {phase: {'seconds', 'ms_per_step', 'percent'}}}."""
+        """{'shards', 'steps', 'samples', 'epochs', 'wall_seconds', 'ms_per_step',
+        'first_step_seconds', 'images_per_second',
+        'phases': {phase: {'seconds', 'ms_per_step', 'percent'}}}."""
         steps = max(self.steps, 1)
         wall = self.wall_seconds or 1e-12
         return {
+            "shards": self.shards,
             "steps": self.steps,
             "samples": self.samples,
             "epochs": self.epochs,
@@ -143,7 +156,12 @@ class TrainingProfile(Callback):
         """The breakdown as text: phase, total seconds, ms per step, percent of wall time."""
         d = self.as_dict()
         width = max(len(name) for name in self.seconds) + 2
-        lines = [f"{'phase':<{width}}{'seconds':>10}{'ms/step':>10}{'%':>7}"]
+        lines = []
+        if self.shards > 1:
+            lines.append(f"batch split over {self.shards} threads; layer rows time the calling "
+                         f"thread's shard of ~{self.batch_size // self.shards} samples "
+                         "(the others run alongside)")
+        lines.append(f"{'phase':<{width}}{'seconds':>10}{'ms/step':>10}{'%':>7}")
         for name, row in d["phases"].items():
             lines.append(f"{name:<{width}}{row['seconds']:>10.3f}{row['ms_per_step']:>10.3f}"
                          f"{row['percent']:>7.1f}")
@@ -179,7 +197,8 @@ def instrument(model, profile, callbacks=()):
     Wraps, on these instances only: each layer's forward and backward (and the last layer's
     backward_preactivation, which the fused softmax path calls), the model's shuffle and
     gather, its loss-and-metrics call and the loss's gradient, the optimizer step, and the
-    callbacks' per-batch hook. Everything is restored on exit.
+    callbacks' per-batch hook, and the batch split's waiting and gradient sum. Everything is
+    restored on exit.
     """
     wrapped = []
 
@@ -199,6 +218,10 @@ def instrument(model, profile, callbacks=()):
     wrap(model.loss, "gradient", "loss + metrics")
     wrap(model.loss, "gradient_through_softmax", "loss + metrics")
     wrap(model.optimizer, "apply_gradients", "optimizer")
+    split = getattr(model, "_split", None)
+    if profile.shards > 1 and split is not None:
+        wrap(split, "wait", "shards: wait")
+        wrap(split, "sum_gradients", "shards: sum gradients")
     for callback in callbacks:
         if callback is not profile:
             wrap(callback, "on_train_batch_end", "callbacks")

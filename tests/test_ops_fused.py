@@ -24,7 +24,7 @@ def close(actual, expected, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("rows", [1, 7, 2000, 40000])  # 40000 x 5 takes the parallel branch
+@pytest.mark.parametrize("rows", [1, 7, 2000, 40000])
 @pytest.mark.parametrize("act", [fused.ACT_LINEAR, fused.ACT_RELU])
 @pytest.mark.parametrize("use_bias", [True, False])
 def test_bias_act_forward(dtype, rows, act, use_bias):
@@ -213,3 +213,33 @@ def test_im2col_single_channel_fast_copy_matches_reference():
         pads = conv_geometry((9, 7), (3, 3), strides, padding)[2]
         np.testing.assert_array_equal(kernels.im2col(x, 3, 3, strides, pads),
                                       reference.im2col(x, 3, 3, strides, pads))
+
+
+def test_im2col_single_channel_into_fortran_ordered_cols():
+    """The first conv layer keeps cols in Fortran order (contiguous columns); the kernel must
+    fill it exactly as the reference, with padding and strides."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 9, 7, 1)).astype(np.float32)
+    for strides, padding in (((1, 1), "valid"), ((1, 1), "same"), ((2, 3), "same")):
+        out_h, out_w, pads = conv_geometry((9, 7), (3, 3), strides, padding)
+        cols = np.full((9, 3 * out_h * out_w), np.nan, np.float32).T
+        assert cols.flags.f_contiguous and not cols.flags.c_contiguous
+        kernels._im2col_into(x, 3, 3, *strides, pads[0], pads[2], out_h, out_w, cols)
+        np.testing.assert_array_equal(cols, reference.im2col(x, 3, 3, strides, pads))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_update_flushes_subnormal_moments_to_zero(dtype):
+    """A weight whose gradient stays 0 sees m shrink towards the subnormal range, where every
+    operation is slow; the kernel flushes such moments to 0 (as TensorFlow's flush-to-zero)."""
+    tiny = np.finfo(dtype).tiny
+    grad = np.array([0.0, 0.0, 0.0, 1e-3], dtype)
+    param = np.ones(4, dtype)
+    m = np.array([tiny * 2, tiny * 0.5, 1e-3, 0.0], dtype)
+    v = np.array([tiny * 0.5, tiny * 4, 1e-6, 0.0], dtype)
+    fused.adam_update(grad, param, m, v, 0.9, 0.999, 1e-3, 1e-7)
+    assert m[1] == 0 and v[0] == 0  # 0.45 tiny and 0.4995 tiny: subnormal, flushed
+    np.testing.assert_allclose([m[0], v[1]], [1.8 * tiny, 3.996 * tiny], rtol=1e-6)  # kept
+    np.testing.assert_allclose(m[2:], [0.9e-3, 1e-4], rtol=1e-6)
+    np.testing.assert_allclose(v[2:], [0.999e-6, 1e-9], rtol=1e-6)
+    assert np.all(np.isfinite(param))

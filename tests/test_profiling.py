@@ -35,9 +35,14 @@ def test_fit_profile_rows_cover_every_layer_and_add_up():
     assert prof.steps == 2 * 4 - 1 and prof.samples == 7 * 16 and prof.epochs == 2
     assert prof.first_step_seconds > 0
     names = [layer.name for layer in model.layers]
+    # Batches of 16 are split over the threads (minicnn.parallel) when there are 2 or more:
+    # the profile then has two rows more, for waiting on the other shards and adding their
+    # gradients.
+    assert prof.shards == model._batch_split().shards_for(16)
+    split_rows = ["shards: wait", "shards: sum gradients"] if prof.shards > 1 else []
     expected = (["data: shuffle", "data: gather"] + [f"{n} forward" for n in names]
                 + ["loss + metrics"] + [f"{n} backward" for n in reversed(names)]
-                + ["optimizer", "callbacks", "other"])
+                + split_rows + ["optimizer", "callbacks", "other"])
     assert list(prof.seconds) == expected
     assert all(v >= 0 for v in prof.seconds.values())
     assert prof.seconds[f"{names[0]} forward"] > 0 and prof.seconds["optimizer"] > 0

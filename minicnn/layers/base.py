@@ -9,7 +9,9 @@ size: the loss does that once. `layer(x)` is the checked entry point for direct 
 validates and converts x); `forward` is the unchecked fast path the model calls.
 """
 
+import copy
 import re
+import types
 from collections import defaultdict
 
 import numpy as np
@@ -187,6 +189,24 @@ class Layer:
         # forward may return a workspace buffer that the next call overwrites; direct callers
         # get their own array, as in Keras.
         return out.copy()
+
+    # -- threads --------------------------------------------------------------------------------
+    def replica(self):
+        """A twin for another thread (see minicnn.parallel): it shares this layer's `params`
+        dict (read-only during a step) but has its own grads, caches and workspace buffers,
+        so two threads can run forward/backward on different samples at the same time.
+
+        Instance attributes that shadow methods (e.g. profiling's timed wrappers) are not
+        copied: the replica always runs the class's own forward and backward.
+        """
+        twin = copy.copy(self)
+        for key, value in list(vars(twin).items()):
+            if isinstance(getattr(type(self), key, None), types.FunctionType) and callable(value):
+                del twin.__dict__[key]
+        twin.grads = {key: np.zeros_like(value) for key, value in self.params.items()}
+        if isinstance(getattr(self, "_workspace", None), Workspace):
+            twin._workspace = Workspace(self._workspace.size)
+        return twin
 
     # -- weights --------------------------------------------------------------------------------
     def get_weights(self):

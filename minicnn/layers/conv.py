@@ -91,7 +91,10 @@ class Conv2D(ActivatedLayer):
             out_h, out_w, filters = self.output_shape
             kh, kw = self.kernel_size
             rows, depth = n * out_h * out_w, kh * kw * x.shape[3]
-            ws["cols"] = np.empty((rows, depth), x.dtype)
+            # One input channel: cols in Fortran order, so im2col fills each column with
+            # contiguous copies (4x faster); BLAS takes either order at the same speed.
+            ws["cols"] = (np.empty((depth, rows), x.dtype).T if x.shape[3] == 1
+                          else np.empty((rows, depth), x.dtype))
             ws["z"] = np.empty((rows, filters), x.dtype)
             ws["geometry"] = (out_h, out_w)
         return ws
@@ -152,7 +155,7 @@ class Conv2D(ActivatedLayer):
         if not self.compute_input_gradient:  # the first layer: nobody needs dL/d(input)
             return None
         if "dx" not in ws:
-            ws["dcols"] = np.empty_like(ws["cols"])
+            ws["dcols"] = np.empty(ws["cols"].shape, dz2.dtype)  # C order for col2im
             ws["dx"] = np.empty(self._x_shape, dz2.dtype)
         np.matmul(dz2, kernel.reshape(-1, filters).T, out=ws["dcols"])
         (sh, sw), (top, _, left, _) = self.strides, self._pads

@@ -11,10 +11,11 @@ passes over memory that the reference does one after the other, and the tests
   non-overlapping, unpadded case (window == stride), writing each input cell exactly once.
 - ``adam_update``: one pass per parameter array for Keras's Adam update.
 
-Determinism: parallel loops (``prange``) only ever write disjoint slices. The one reduction
-(dbias) goes through per-block partial sums over fixed blocks of rows, added up afterwards
-in a fixed order, so results do not depend on the number of threads or on scheduling:
-training stays bit-identical per seed.
+Threads: every kernel runs serially in the calling thread with the GIL released
+(``nogil=True``), so the batch shards of ``minicnn.parallel`` run them side by side.
+Determinism: the one reduction (dbias) goes through per-block partial sums over fixed blocks
+of rows, added up afterwards in a fixed order, so a result depends only on the input, never
+on scheduling: training stays bit-identical per seed (for a given number of batch shards).
 
 Each ``*_into`` function writes into arrays it is handed and allocates nothing. Activation
 codes: ``ACT_LINEAR = 0``, ``ACT_RELU = 1`` (other activations run unfused, in NumPy).
@@ -22,7 +23,6 @@ codes: ``ACT_LINEAR = 0``, ``ACT_RELU = 1`` (other activations run unfused, in N
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from .kernels import _jit
@@ -37,21 +37,8 @@ _SUM_BLOCK = 1024
 # --------------------------------------------------------------------------- bias + activation
 
 
-@_jit(parallel=True)
-def _bias_act_forward_parallel(z, bias, use_bias, act):
-    rows, f = z.shape
-    n_blocks = (rows + _SUM_BLOCK - 1) // _SUM_BLOCK
-    for blk in numba.prange(n_blocks):
-        for r in range(blk * _SUM_BLOCK, min(rows, (blk + 1) * _SUM_BLOCK)):
-            for k in range(f):
-                v = z[r, k] + bias[k] if use_bias else z[r, k]
-                if act == ACT_RELU and v < 0:
-                    v = 0
-                z[r, k] = v
-
-
-@_jit()
-def _bias_act_forward_serial(z, bias, use_bias, act):
+@_jit(nogil=True)
+def _bias_act_forward_into(z, bias, use_bias, act):
     rows, f = z.shape
     for r in range(rows):
         for k in range(f):
@@ -59,11 +46,6 @@ def _bias_act_forward_serial(z, bias, use_bias, act):
             if act == ACT_RELU and v < 0:
                 v = 0
             z[r, k] = v
-
-
-# Below this many elements a parallel loop costs more to start (waking the OpenMP threads)
-# than it saves; measured on 2 cores, the break-even is near 100k float32 elements.
-_PARALLEL_MIN = 1 << 17
 
 
 def bias_act_forward(z, bias, act):
@@ -76,18 +58,15 @@ def bias_act_forward(z, bias, act):
         if act == ACT_LINEAR:
             return z
         bias = z[0]  # unused placeholder of the right type
-    if z.size >= _PARALLEL_MIN:
-        _bias_act_forward_parallel(z, bias, use_bias, act)
-    else:
-        _bias_act_forward_serial(z, bias, use_bias, act)
+    _bias_act_forward_into(z, bias, use_bias, act)
     return z
 
 
-@_jit(parallel=True)
+@_jit(nogil=True)
 def _act_backward_bias_into(dy, y, act, dz, partial):
     rows, f = dy.shape
     n_blocks = partial.shape[0]
-    for blk in numba.prange(n_blocks):
+    for blk in range(n_blocks):
         for k in range(f):
             partial[blk, k] = 0
         for r in range(blk * _SUM_BLOCK, min(rows, (blk + 1) * _SUM_BLOCK)):
@@ -116,11 +95,11 @@ def act_backward_bias(dy, y, act, dz, want_bias=True):
 # --------------------------------------------------------------------------- max pooling
 
 
-@_jit(parallel=True)
+@_jit(nogil=True)
 def _maxpool2d_tiled_forward_into(x, ph, pw, y, argmax):
     n_batch, _, w, c = x.shape
     out_h, out_w = y.shape[1], y.shape[2]
-    for n in numba.prange(n_batch):
+    for n in range(n_batch):
         for oh in range(out_h):
             for ow in range(out_w):
                 h0 = oh * ph
@@ -141,11 +120,11 @@ def _maxpool2d_tiled_forward_into(x, ph, pw, y, argmax):
                             argmax[n, oh, ow, ch] = pos if take else argmax[n, oh, ow, ch]
 
 
-@_jit(parallel=True)
+@_jit(nogil=True)
 def _maxpool2d_tiled_backward_into(dy, argmax, ph, pw, dx):
     n_batch, out_h, out_w, c = dy.shape
     h, w = dx.shape[1], dx.shape[2]
-    for n in numba.prange(n_batch):
+    for n in range(n_batch):
         # Rows/columns past the last full window (odd sizes) get no gradient.
         for hh in range(out_h * ph, h):
             dx[n, hh] = 0
@@ -188,12 +167,20 @@ def maxpool2d_tiled_backward(dy, argmax, pool_size, dx):
 
 # error_model="numpy": a division by zero gives inf like NumPy instead of raising; without it
 # Numba guards every division with a branch and the loop does not vectorise (5x slower).
-@_jit(error_model="numpy")
-def _adam_update_into(grad, param, m, v, one_minus_b1, one_minus_b2, alpha, epsilon):
+@_jit(nogil=True, error_model="numpy")
+def _adam_update_into(grad, param, m, v, one_minus_b1, one_minus_b2, alpha, epsilon, tiny):
+    zero = tiny - tiny
     for i in range(grad.size):
         g = grad[i]
         mi = m[i] + one_minus_b1 * (g - m[i])
         vi = v[i] + one_minus_b2 * (g * g - v[i])
+        # Flush subnormal moments to zero (TensorFlow's CPU kernels run with flush-to-zero):
+        # a weight whose gradient stays 0 (a dead ReLU unit) sees m shrink by beta_1 per
+        # step into the subnormal range within ~800 steps, and every arithmetic operation on
+        # a subnormal takes a slow microcode path: Adam took 606 us instead of ~70 us per
+        # MNIST step after one epoch.
+        mi = mi if abs(mi) >= tiny else zero
+        vi = vi if vi >= tiny else zero
         m[i] = mi
         v[i] = vi
         param[i] -= alpha * mi / (np.sqrt(vi) + epsilon)
@@ -203,9 +190,12 @@ def adam_update(grad, param, m, v, beta_1, beta_2, alpha, epsilon):
     """In place, elementwise: Keras's Adam step on one parameter array.
 
     ``m += (1 - b1) (g - m); v += (1 - b2) (g^2 - v); param -= alpha m / (sqrt(v) + eps)``,
-    alpha already bias-corrected. All arrays C-contiguous, same shape and dtype; the scalars
-    are cast to that dtype so a float32 model computes in float32, as the NumPy version does.
+    alpha already bias-corrected; m and v below the dtype's smallest normal number
+    (``np.finfo(dtype).tiny``) are flushed to 0. All arrays C-contiguous, same shape and
+    dtype; the scalars are cast to that dtype so a float32 model computes in float32, as the
+    NumPy version does.
     """
     t = param.dtype.type
     _adam_update_into(grad.reshape(-1), param.reshape(-1), m.reshape(-1), v.reshape(-1),
-                      t(1 - beta_1), t(1 - beta_2), t(alpha), t(epsilon))
+                      t(1 - beta_1), t(1 - beta_2), t(alpha), t(epsilon),
+                      t(np.finfo(param.dtype).tiny))

@@ -1,14 +1,13 @@
 """How many threads NumPy's BLAS may use while minicnn trains or predicts.
 
-Why: a training step alternates BLAS products (conv2, conv3) with Numba parallel loops
-(im2col, col2im, pooling, the fused passes). Both libraries keep their own worker threads, and
-OpenBLAS's workers busy-wait for a while after each product. On a 2-core machine the two pools
-then take turns stealing the cores, and whenever another process also wants a core, a product
-split over 2 threads waits a whole scheduler tick for its second half. Measured on the 2-core
-development machine under load from other processes: 22-72 ms per MNIST training step with
-2 BLAS threads against 7.5 ms with 1 BLAS thread (Numba still parallel). So by default the
-products run on one BLAS thread inside ``fit``/``predict``/``evaluate`` and the previous
-setting is restored afterwards (the user's own NumPy code is not affected).
+Why: minicnn uses the cores itself, one level up: minicnn/parallel.py splits each batch over
+threads (one per core), and each of them calls BLAS. OpenBLAS's own worker threads would then
+compete with those for the same cores, and they busy-wait for a while after each product:
+history on the 2-core development machine, when Numba's parallel loops (since removed) were
+the other pool: 22-72 ms per MNIST training step with 2 BLAS threads against 7.5 ms with 1.
+So by default the products run on one BLAS thread (per calling thread) inside
+``fit``/``predict``/``evaluate``/``train_on_batch``, and the previous setting is restored
+afterwards (the user's own NumPy code is not affected).
 
 ``MINICNN_BLAS_THREADS=<n>`` overrides the default (``0`` leaves BLAS alone).
 
