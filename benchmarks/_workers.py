@@ -32,6 +32,8 @@ import os  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 
+from _model import tutorial_layers  # noqa: E402  (benchmarks/ is sys.path[0])
+
 RESULT_PREFIX = "BENCH_RESULT "
 FRAMEWORKS = ("minicnn", "keras", "torch")
 MALLOC_VARS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_",
@@ -140,17 +142,8 @@ def run_minicnn(args, clock, out):
             clock.batch_end()
 
     minicnn.set_random_seed(args.seed)
-    model = models.Sequential([
-        layers.Conv2D(filters=25, kernel_size=(3, 3), activation="relu", input_shape=(28, 28, 1)),
-        layers.MaxPooling2D((2, 2)),
-        layers.Conv2D(filters=64, kernel_size=(3, 3), activation="relu"),
-        layers.MaxPooling2D((2, 2)),
-        layers.Conv2D(filters=64, kernel_size=(3, 3), activation="relu"),
-        layers.MaxPooling2D((2, 2)),
-        layers.Flatten(),
-        layers.Dense(64, activation="relu"),
-        layers.Dense(10, activation="softmax"),
-    ])
+    model = models.Sequential(tutorial_layers(layers))
+    model.build((28, 28, 1))
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     fit_kwargs = {}
     profiled = args.profile and minicnn_profile_supported(model)
@@ -235,19 +228,7 @@ def run_keras(args, clock, out):
             clock.batch_end()
 
     keras.utils.set_random_seed(args.seed)
-    L = keras.layers
-    model = keras.Sequential([
-        keras.Input(shape=(28, 28, 1)),
-        L.Conv2D(filters=25, kernel_size=(3, 3), activation="relu"),
-        L.MaxPooling2D((2, 2)),
-        L.Conv2D(filters=64, kernel_size=(3, 3), activation="relu"),
-        L.MaxPooling2D((2, 2)),
-        L.Conv2D(filters=64, kernel_size=(3, 3), activation="relu"),
-        L.MaxPooling2D((2, 2)),
-        L.Flatten(),
-        L.Dense(64, activation="relu"),
-        L.Dense(10, activation="softmax"),
-    ])
+    model = keras.Sequential([keras.Input(shape=(28, 28, 1)), *tutorial_layers(keras.layers)])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     out["config"]["jit_compile"] = str(getattr(model, "jit_compile", None))
     t = time.perf_counter()

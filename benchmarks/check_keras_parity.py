@@ -15,24 +15,9 @@ import os
 import sys
 
 import numpy as np
+from _model import tutorial_layers  # benchmarks/ is sys.path[0] when run as a script
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def tutorial_layers(module, input_shape=(28, 28, 1)):
-    """The tutorial's architecture from a Keras-compatible `layers` module."""
-    layers = module
-    return [
-        layers.Conv2D(filters=25, kernel_size=(3, 3), activation="relu", input_shape=input_shape),
-        layers.MaxPooling2D((2, 2)),
-        layers.Conv2D(filters=64, kernel_size=(3, 3), activation="relu"),
-        layers.MaxPooling2D((2, 2)),
-        layers.Conv2D(filters=64, kernel_size=(3, 3), activation="relu"),
-        layers.MaxPooling2D((2, 2)),
-        layers.Flatten(),
-        layers.Dense(64, activation="relu"),
-        layers.Dense(10, activation="softmax"),
-    ]
 
 
 def main(argv=None):
@@ -52,15 +37,14 @@ def main(argv=None):
     y_test = y_test[:args.images]
 
     keras.utils.set_random_seed(0)
-    with_input = [keras.Input((28, 28, 1))] + [
-        layer for layer in tutorial_layers(keras.layers, input_shape=None)]
-    k_model = keras.Sequential(with_input)
+    k_model = keras.Sequential([keras.Input((28, 28, 1)), *tutorial_layers(keras.layers)])
     k_model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
                     metrics=["accuracy"])
     n = 32 * args.train_batches
     k_model.fit(x_train[:n], y_train[:n], epochs=1, batch_size=32, verbose=0)
 
     m_model = models.Sequential(tutorial_layers(layers))
+    m_model.build((28, 28, 1))
     m_model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
                     metrics=["accuracy"])
     m_model.set_weights(k_model.get_weights())
