@@ -11,20 +11,14 @@ import numpy as np
 from .losses import CategoricalCrossentropy, SparseCategoricalCrossentropy
 
 
-def check_positive_int(value, arg, where, minimum=1):
-    """An int >= minimum (bools are not ints here)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{where}: {arg} must be an int >= {minimum}, got {value!r}.")
-    return int(value)
-
-
 def check_verbose(verbose, where):
-    """0 (silent), 1 (progress bar) or 2 (one line per epoch); 'auto' means 1."""
-    if verbose == "auto":
+    """0 (silent), 1 (progress bar) or 2 (one line per epoch); 'auto' means 1, as Keras."""
+    if isinstance(verbose, str) and verbose == "auto":
         return 1
-    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+    if (isinstance(verbose, (bool, np.bool_)) or not isinstance(verbose, numbers.Integral)
+            or verbose not in (0, 1, 2)):
         raise ValueError(f"{where}: verbose must be 0, 1, 2 or 'auto', got {verbose!r}.")
-    return verbose
+    return int(verbose)
 
 
 def as_array(data, arg, where):
@@ -66,8 +60,8 @@ def check_x(model, x, where, arg="x", convert=True):
             raise ValueError(
                 f"{where}: {arg} has shape {x.shape}; expected a batch (N, ...) of samples."
             )
-        model.build(x.shape[1:])
-    expected = model.input_shape
+        model.build((None, *x.shape[1:]))
+    expected = tuple(model.input_shape[1:])
     if x.shape[1:] != expected:
         raise ValueError(_shape_message(x.shape, expected, arg, where))
     if np.issubdtype(x.dtype, np.complexfloating):
@@ -129,6 +123,12 @@ def check_y(model, y, n_samples, where, arg="y"):
             "x and y must have the same length along axis 0."
         )
     num_classes = model.output_shape[-1]
+    if len(model.output_shape) != 2:
+        raise ValueError(
+            f"{where}: the model's output has shape {model.output_shape}, but a classification "
+            "loss needs (None, classes). Add layers.Flatten() (or GlobalAveragePooling2D) "
+            "before the last Dense layer."
+        )
     loss = model.loss
     if isinstance(loss, SparseCategoricalCrossentropy):
         if y.ndim == 2 and y.shape[1] == num_classes and num_classes > 1:
