@@ -256,8 +256,9 @@ class ActivatedLayer(Layer):
     """A layer ending in y = activation(z + bias) (Conv2D, Dense): the activation is the op
     ops.bias_activation_forward, fused with the bias in the fast backend.
 
-    Subclasses implement ``_affine_backward(dz, dbias, ctx)``: from dL/dz to dL/dx and the
-    parameter gradients; the cache of bias_activation is the last entry of ctx.saved.
+    Subclasses implement ``forward`` (saving the bias_activation cache last in ctx.saved) and
+    ``_affine_backward(dz, ctx) -> (dx, dkernel)``; backward through the activation and the
+    bias is shared here.
     """
 
     def __init__(self, activation=None, kernel_initializer="glorot_uniform",
@@ -292,11 +293,27 @@ class ActivatedLayer(Layer):
         from .. import ops
         return ops.activation_input(ctx.saved[-1])
 
+    def backward(self, dy, ctx):
+        # dz = dL/d(z + bias) through the activation (and dbias, its sum), then the affine map.
+        from .. import ops
+        dz, dbias = ops.bias_activation_backward(
+            dy, ctx.saved[-1], need_dbias=self.use_bias and ctx.need_param_grads)
+        return self._backward_from_dz(dz, dbias, ctx)
+
     def backward_from_logits(self, dz, ctx):
         dbias = dz.reshape(-1, dz.shape[-1]).sum(axis=0) if self.use_bias else None
-        return self._affine_backward(dz, dbias, ctx)
+        return self._backward_from_dz(dz, dbias, ctx)
 
-    def _affine_backward(self, dz, dbias, ctx):
+    def _backward_from_dz(self, dz, dbias, ctx):
+        dx, dkernel = self._affine_backward(dz, ctx)
+        if ctx.need_param_grads:
+            ctx.grads["kernel"] = dkernel
+            if self.use_bias:
+                ctx.grads["bias"] = dbias
+        return dx
+
+    def _affine_backward(self, dz, ctx):
+        """dL/dz -> (dL/dx or None, dL/dkernel) through the layer's affine map."""
         raise NotImplementedError
 
     def get_config(self):
@@ -309,3 +326,39 @@ class ActivatedLayer(Layer):
             bias_initializer=initializers.serialize(self.bias_initializer),
         )
         return config
+
+
+class SlidingWindow:
+    """Mixin for layers that slide a window over (N, H, W, C) images (Conv2D, the poolings):
+    the input check, Keras's 'valid'/'same' geometry, and the pads fixed at build.
+
+    The class sets ``_window_arg`` (its argument's name, for messages) and ``_too_big_fix``;
+    the instance has ``_window()`` (KH, KW), ``strides`` and ``padding``.
+    """
+
+    _window_arg = "pool_size"
+    _too_big_fix = "a smaller pool_size, or fewer layers that shrink the image before this one"
+
+    def _check_image_input(self, input_shape, hint=""):
+        sample = input_shape[1:]
+        if len(sample) != 3:
+            raise ValueError(
+                f"{self.where}: expects inputs of shape (N, height, width, channels), got "
+                f"per-sample shape {sample}.{hint}"
+            )
+        window = self._window()
+        for axis, size, k in zip(("height", "width"), sample[:2], window, strict=True):
+            if self.padding == "valid" and k > size:
+                raise ValueError(
+                    f"{self.where}: {self._window_arg} {window} is bigger than the input {axis} "
+                    f"{size} (input shape {sample}). Use padding='same', {self._too_big_fix}."
+                )
+
+    def _geometry(self, input_shape):
+        from .. import ops
+        return ops.conv_geometry(tuple(input_shape[1:3]), self._window(), self.strides,
+                                 self.padding)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._pads = self._geometry(self.input_shape)[2]

@@ -4,16 +4,19 @@ backward (y = activation(z + bias)), readable in ops/reference.py.
 """
 
 from .. import arguments, ops
-from .base import ActivatedLayer, normalize_padding
+from .base import ActivatedLayer, SlidingWindow, normalize_padding
 
 
-class Conv2D(ActivatedLayer):
+class Conv2D(SlidingWindow, ActivatedLayer):
     """2-D convolution (cross-correlation, as Keras), channels last.
 
     x: (N, H, W, C) -> y: (N, OH, OW, filters) with, per spatial axis,
     'valid': OH = (H - KH) // SH + 1;  'same': OH = ceil(H / SH), the extra padding row/column
     going to the bottom/right (Keras's rule). kernel: (KH, KW, C, filters), bias: (filters,).
     """
+
+    _window_arg = "kernel_size"
+    _too_big_fix = "a smaller kernel, or fewer pooling layers before this one"
 
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", activation=None,
                  use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
@@ -26,26 +29,16 @@ class Conv2D(ActivatedLayer):
         self.strides = arguments.int_tuple(strides, 2, "strides", self.where)
         self.padding = normalize_padding(padding, self.where)
 
+    def _window(self):
+        return self.kernel_size
+
     def _validate_input_shape(self, input_shape):
-        sample = input_shape[1:]
-        if len(sample) != 3:
-            hint = ""
-            if len(sample) == 2:
-                h, w = sample
-                hint = (f" For grayscale images add a channel axis: "
-                        f"x.reshape(-1, {h}, {w}, 1) and input_shape=({h}, {w}, 1).")
-            raise ValueError(
-                f"{self.where}: expects inputs of shape (N, height, width, channels), got "
-                f"per-sample shape {sample}.{hint}"
-            )
-        sizes = zip(("height", "width"), sample[:2], self.kernel_size, strict=True)
-        for axis, size, k in sizes:
-            if self.padding == "valid" and k > size:
-                raise ValueError(
-                    f"{self.where}: kernel_size {self.kernel_size} is bigger than the input "
-                    f"{axis} {size} (input shape {sample}). Use padding='same', a smaller "
-                    "kernel, or fewer pooling layers before this one."
-                )
+        hint = ""
+        if len(input_shape) == 3:
+            h, w = input_shape[1:]
+            hint = (f" For grayscale images add a channel axis: "
+                    f"x.reshape(-1, {h}, {w}, 1) and input_shape=({h}, {w}, 1).")
+        self._check_image_input(input_shape, hint)
 
     def weight_shapes(self, input_shape):
         shapes = {"kernel": (*self.kernel_size, input_shape[-1], self.filters)}
@@ -53,17 +46,9 @@ class Conv2D(ActivatedLayer):
             shapes["bias"] = (self.filters,)
         return shapes
 
-    def _geometry(self, input_shape):
-        return ops.conv_geometry(tuple(input_shape[1:3]), self.kernel_size, self.strides,
-                                 self.padding)
-
     def compute_output_shape(self, input_shape):
         out_h, out_w, _ = self._geometry(input_shape)
         return (input_shape[0], out_h, out_w, self.filters)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._pads = self._geometry(self.input_shape)[2]
 
     def forward(self, x, ctx):
         # z = conv(x, kernel); y = activation(z + bias)
@@ -74,20 +59,9 @@ class Conv2D(ActivatedLayer):
         ctx.save(conv_cache, act_cache)
         return y
 
-    def backward(self, dy, ctx):
-        _, act_cache = ctx.saved
-        dz, dbias = ops.bias_activation_backward(
-            dy, act_cache, need_dbias=self.use_bias and ctx.need_param_grads)
-        return self._affine_backward(dz, dbias, ctx)
-
-    def _affine_backward(self, dz, dbias, ctx):
+    def _affine_backward(self, dz, ctx):
         conv_cache, _ = ctx.saved
-        dx, dkernel = ops.conv2d_backward(dz, conv_cache, need_dx=ctx.need_input_grad)
-        if ctx.need_param_grads:
-            ctx.grads["kernel"] = dkernel
-            if self.use_bias:
-                ctx.grads["bias"] = dbias
-        return dx
+        return ops.conv2d_backward(dz, conv_cache, need_dx=ctx.need_input_grad)
 
     def flops(self):
         _, out_h, out_w, filters = self.output_shape

@@ -36,20 +36,9 @@ class Dense(ActivatedLayer):
         ctx.save(dense_cache, act_cache)
         return y
 
-    def backward(self, dy, ctx):
-        _, act_cache = ctx.saved
-        dz, dbias = ops.bias_activation_backward(
-            dy, act_cache, need_dbias=self.use_bias and ctx.need_param_grads)
-        return self._affine_backward(dz, dbias, ctx)
-
-    def _affine_backward(self, dz, dbias, ctx):
+    def _affine_backward(self, dz, ctx):
         dense_cache, _ = ctx.saved
-        dx, dkernel = ops.dense_backward(dz, dense_cache, need_dx=ctx.need_input_grad)
-        if ctx.need_param_grads:
-            ctx.grads["kernel"] = dkernel
-            if self.use_bias:
-                ctx.grads["bias"] = dbias
-        return dx
+        return ops.dense_backward(dz, dense_cache, need_dx=ctx.need_input_grad)
 
     def flops(self):
         positions = math.prod(self.input_shape[1:-1])

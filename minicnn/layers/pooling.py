@@ -1,10 +1,10 @@
 """MaxPooling2D. The math is ops.maxpool2d_forward/backward (readable in ops/reference.py)."""
 
 from .. import arguments, ops
-from .base import Layer, normalize_padding
+from .base import Layer, SlidingWindow, normalize_padding
 
 
-class MaxPooling2D(Layer):
+class MaxPooling2D(SlidingWindow, Layer):
     """Max over pool_size windows, channels last.
 
     x: (N, H, W, C) -> (N, OH, OW, C); 'valid': OH = (H - PH) // SH + 1, 'same': ceil(H / SH),
@@ -18,32 +18,15 @@ class MaxPooling2D(Layer):
                         else arguments.int_tuple(strides, 2, "strides", self.where))
         self.padding = normalize_padding(padding, self.where)
 
-    def _validate_input_shape(self, input_shape):
-        sample = input_shape[1:]
-        if len(sample) != 3:
-            raise ValueError(
-                f"{self.where}: expects inputs of shape (N, height, width, channels), got "
-                f"per-sample shape {sample}."
-            )
-        for axis, size, p in zip(("height", "width"), sample[:2], self.pool_size, strict=True):
-            if self.padding == "valid" and p > size:
-                raise ValueError(
-                    f"{self.where}: pool_size {self.pool_size} is bigger than the input {axis} "
-                    f"{size} (input shape {sample}). Use padding='same', a smaller "
-                    "pool_size, or fewer layers that shrink the image before this one."
-                )
+    def _window(self):
+        return self.pool_size
 
-    def _geometry(self, input_shape):
-        return ops.conv_geometry(tuple(input_shape[1:3]), self.pool_size, self.strides,
-                                 self.padding)
+    def _validate_input_shape(self, input_shape):
+        self._check_image_input(input_shape)
 
     def compute_output_shape(self, input_shape):
         out_h, out_w, _ = self._geometry(input_shape)
         return (input_shape[0], out_h, out_w, input_shape[-1])
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._pads = self._geometry(self.input_shape)[2]
 
     def forward(self, x, ctx):
         y, cache = ops.maxpool2d_forward(x, self.pool_size, self.strides, self._pads,

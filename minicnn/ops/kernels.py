@@ -116,6 +116,18 @@ def _ints(values, n, where, name):
 # --------------------------------------------------------------------------- im2col / col2im
 
 
+def _unfold_geometry(where, x_shape, kh, kw, strides, pads):
+    """-> ((kh, kw, sh, sw, top, left, out_h, out_w), shape of the unfolded matrix), checked."""
+    kh, kw = _ints((kh, kw), 2, where, "kernel size")
+    sh, sw = _ints(strides, 2, where, "strides")
+    top, bottom, left, right = _ints(pads, 4, where, "pads")
+    n_batch, h, w, c = x_shape
+    out_h, out_w = output_hw(h, w, kh, kw, (sh, sw), (top, bottom, left, right))
+    if min(kh, kw, sh, sw, out_h, out_w) < 1:
+        raise ValueError(f"{where}: empty output ({out_h}, {out_w}) for an image {x_shape}.")
+    return (kh, kw, sh, sw, top, left, out_h, out_w), (n_batch * out_h * out_w, kh * kw * c)
+
+
 @_jit(nogil=True)
 def _im2col(x, kh, kw, sh, sw, top, left, out_h, out_w, cols):
     n_batch, h, w, c = x.shape
@@ -164,16 +176,10 @@ def im2col_into(x, kh, kw, strides, pads, cols):
     dtype = _float_dtype(where, x)
     if x.ndim != 4:
         raise ValueError(f"{where}: x must be (N, H, W, C), got shape {x.shape}.")
-    kh, kw = _ints((kh, kw), 2, where, "kernel size")
-    sh, sw = _ints(strides, 2, where, "strides")
-    top, bottom, left, right = _ints(pads, 4, where, "pads")
-    n_batch, h, w, c = x.shape
-    out_h, out_w = output_hw(h, w, kh, kw, (sh, sw), (top, bottom, left, right))
-    if min(kh, kw, sh, sw, out_h, out_w) < 1:
-        raise ValueError(f"{where}: empty output ({out_h}, {out_w}) for input {x.shape}.")
+    geometry, cols_shape = _unfold_geometry(where, x.shape, kh, kw, strides, pads)
     _check(where, "x", x, x.shape, dtype)
-    _check(where, "cols", cols, (n_batch * out_h * out_w, kh * kw * c), dtype, "CF")
-    _im2col(x, kh, kw, sh, sw, top, left, out_h, out_w, cols)
+    _check(where, "cols", cols, cols_shape, dtype, "CF")
+    _im2col(x, *geometry, cols)
     return cols
 
 
@@ -206,16 +212,10 @@ def col2im_into(dcols, kh, kw, strides, pads, dx):
     dtype = _float_dtype(where, dcols)
     if not isinstance(dx, np.ndarray) or dx.ndim != 4:
         raise ValueError(f"{where}: dx must be a (N, H, W, C) array.")
-    kh, kw = _ints((kh, kw), 2, where, "kernel size")
-    sh, sw = _ints(strides, 2, where, "strides")
-    top, bottom, left, right = _ints(pads, 4, where, "pads")
-    n_batch, h, w, c = dx.shape
-    out_h, out_w = output_hw(h, w, kh, kw, (sh, sw), (top, bottom, left, right))
-    if min(kh, kw, sh, sw, out_h, out_w) < 1:
-        raise ValueError(f"{where}: empty output ({out_h}, {out_w}) for dx {dx.shape}.")
-    _check(where, "dcols", dcols, (n_batch * out_h * out_w, kh * kw * c), dtype)
+    geometry, cols_shape = _unfold_geometry(where, dx.shape, kh, kw, strides, pads)
+    _check(where, "dcols", dcols, cols_shape, dtype)
     _check(where, "dx", dx, dx.shape, dtype)
-    _col2im(dcols, kh, kw, sh, sw, top, left, out_h, out_w, dx)
+    _col2im(dcols, *geometry, dx)
     return dx
 
 
