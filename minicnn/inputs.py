@@ -8,6 +8,7 @@ import numbers
 
 import numpy as np
 
+from . import arguments
 from .losses import CategoricalCrossentropy, SparseCategoricalCrossentropy
 
 
@@ -185,3 +186,52 @@ def check_validation_split(value, where):
             "E.g. validation_split=0.1 keeps the last 10% of the data for validation."
         )
     return float(value)
+
+
+def check_sample_weights(sample_weight, class_weight, y, n, where):
+    """Per-sample loss weights (N,) from sample_weight and class_weight, or None."""
+    weights = None
+    if sample_weight is not None:
+        weights = np.asarray(sample_weight, dtype=np.float64)
+        if weights.shape != (n,) or not np.isfinite(weights).all() or (weights < 0).any():
+            raise ValueError(f"{where}: sample_weight must be {n} finite weights >= 0 (one "
+                             f"per sample), got shape {weights.shape}.")
+    if class_weight is not None:
+        if not isinstance(class_weight, dict):
+            raise TypeError(f"{where}: class_weight must be a dict {{class: weight}}, got "
+                            f"{type(class_weight).__name__}.")
+        labels = y if y.ndim == 1 else y.argmax(axis=-1)
+        table = np.ones(int(labels.max()) + 1 if labels.size else 1)
+        for label, w in class_weight.items():
+            label = arguments.integer(label, "class_weight key", where, minimum=0)
+            if label < table.size:
+                table[label] = arguments.real(w, f"class_weight[{label}]", where, minimum=0)
+        per_class = table[labels.astype(np.intp)]
+        weights = per_class if weights is None else weights * per_class
+    return weights
+
+
+class BatchGatherer:
+    """Copies the samples of one batch into reused buffers, converting x's dtype on the way
+    (a float64 data set is never copied whole)."""
+
+    def __init__(self, x, y, weights, size, dtype):
+        self.x, self.y, self.weights = x, y, weights
+        self.x_batch = np.empty((size, *x.shape[1:]), dtype=dtype)
+        self.y_batch = np.empty((size, *y.shape[1:]), dtype=y.dtype)
+        self.w_batch = None if weights is None else np.empty(size, dtype=dtype)
+
+    def gather(self, index):
+        """(x, y) or (x, y, sample_weight) of the samples `index`, views of the buffers."""
+        m = len(index)
+        xb, yb = self.x_batch[:m], self.y_batch[:m]
+        if self.x.dtype == xb.dtype:
+            np.take(self.x, index, axis=0, out=xb)
+        else:
+            xb[...] = self.x[index]
+        np.take(self.y, index, axis=0, out=yb)
+        if self.weights is None:
+            return xb, yb
+        wb = self.w_batch[:m]
+        wb[...] = self.weights[index]
+        return xb, yb, wb

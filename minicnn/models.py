@@ -25,11 +25,16 @@ from . import metrics as metrics_module
 from . import optimizers as optimizers_module
 from .backend import get_rng, standardize_dtype
 from .callbacks import CallbackList, History, Progbar, ProgbarLogger
-from .graph import Graph, run_forward
-from .inputs import check_validation_split, check_verbose, check_x, check_y
-from .layers import Layer
-from .layers import get_class as layer_class
-from .layers.base import sample_shape, unique_name
+from .graph import run_forward
+from .inputs import (
+    BatchGatherer,
+    check_sample_weights,
+    check_validation_split,
+    check_verbose,
+    check_x,
+    check_y,
+)
+from .layers.base import unique_name
 from .ops.threads import blas_threads
 from .parallel import BatchSplit
 from .profiling import TrainingProfile
@@ -338,7 +343,7 @@ class Model:
         validation_split = check_validation_split(validation_split, where)
         x = check_x(self, x, where, convert=False)
         y = check_y(self, y, len(x), where)
-        weights = self._sample_weights(sample_weight, class_weight, y, len(x), where)
+        weights = check_sample_weights(sample_weight, class_weight, y, len(x), where)
         if validation_data is not None:
             val = self._unpack_validation(validation_data)
         elif validation_split > 0:
@@ -387,7 +392,7 @@ class Model:
     def _fit_loop(self, x, y, weights, val, batch_size, val_batch_size, epochs, initial_epoch,
                   shuffle, validation_freq, steps, cbs, history):
         n = len(x)
-        batch = _BatchGatherer(x, y, weights, min(batch_size, n), self.dtype)
+        batch = BatchGatherer(x, y, weights, min(batch_size, n), self.dtype)
         self.stop_training = False
         logs = {}
         cbs.call("on_train_begin", logs)
@@ -448,28 +453,6 @@ class Model:
             history,
         )
 
-    def _sample_weights(self, sample_weight, class_weight, y, n, where):
-        """Per-sample loss weights (N,) from sample_weight and class_weight, or None."""
-        weights = None
-        if sample_weight is not None:
-            weights = np.asarray(sample_weight, dtype=np.float64)
-            if weights.shape != (n,) or not np.isfinite(weights).all() or (weights < 0).any():
-                raise ValueError(f"{where}: sample_weight must be {n} finite weights >= 0 (one "
-                                 f"per sample), got shape {weights.shape}.")
-        if class_weight is not None:
-            if not isinstance(class_weight, dict):
-                raise TypeError(f"{where}: class_weight must be a dict {{class: weight}}, got "
-                                f"{type(class_weight).__name__}.")
-            labels = y if y.ndim == 1 else y.argmax(axis=-1)
-            table = np.ones(int(labels.max()) + 1 if labels.size else 1)
-            for label, w in class_weight.items():
-                label = arguments.integer(label, "class_weight key", where, minimum=0)
-                if label < table.size:
-                    table[label] = arguments.real(w, f"class_weight[{label}]", where, minimum=0)
-            per_class = table[labels.astype(np.intp)]
-            weights = per_class if weights is None else weights * per_class
-        return weights
-
     def _unpack_validation(self, validation_data):
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise ValueError("fit: validation_data must be a tuple (x_val, y_val) or "
@@ -478,7 +461,7 @@ class Model:
         val_y = check_y(self, validation_data[1], len(val_x), "fit", arg="validation_data[1]")
         val_w = None
         if len(validation_data) == 3 and validation_data[2] is not None:
-            val_w = self._sample_weights(validation_data[2], None, val_y, len(val_x), "fit")
+            val_w = check_sample_weights(validation_data[2], None, val_y, len(val_x), "fit")
         return val_x, val_y, val_w
 
     # -- evaluate and predict -------------------------------------------------------------------
@@ -510,7 +493,7 @@ class Model:
         verbose = check_verbose(verbose, where)
         x = check_x(self, x, where, convert=False)
         y = check_y(self, y, len(x), where)
-        weights = self._sample_weights(sample_weight, None, y, len(x), where)
+        weights = check_sample_weights(sample_weight, None, y, len(x), where)
         steps = -(-len(x) // batch_size)
         bar = Progbar(steps, verbose)
         cbs = CallbackList(list(callbacks or []), self, {"steps": steps, "verbose": verbose})
@@ -566,7 +549,7 @@ class Model:
         self._require_compiled(where)
         x = check_x(self, x, where)
         y = check_y(self, y, len(x), where)
-        weights = self._sample_weights(sample_weight, None, y, len(x), where)
+        weights = check_sample_weights(sample_weight, None, y, len(x), where)
         data = (x, y) if weights is None else (x, y, weights.astype(self.dtype))
         self.reset_metrics()
         with blas_threads():
@@ -584,7 +567,7 @@ class Model:
         self._require_compiled(where)
         x = check_x(self, x, where)
         y = check_y(self, y, len(x), where)
-        weights = self._sample_weights(sample_weight, None, y, len(x), where)
+        weights = check_sample_weights(sample_weight, None, y, len(x), where)
         self.reset_metrics()
         with blas_threads():
             logs = self.test_step((x, y) if weights is None else
@@ -706,142 +689,12 @@ class Model:
         load_weights(self, path)
 
 
-class Sequential(Model):
-    """A linear stack of layers with Keras's API.
-
-    model = Sequential([layers.Conv2D(25, (3, 3), activation='relu', input_shape=(28, 28, 1)), ...])
-    model.compile(optimizer='adam', loss='sparse_categorical_crossentropy', metrics=['accuracy'])
-    history = model.fit(x, y, epochs=10); model.evaluate(x, y); model.predict(x)
-
-    Layers that are already built (taken from another model) keep their weights, and are
-    shared with that model, as in Keras.
-    """
-
-    def __init__(self, layers=None, name=None, dtype=None):
-        super().__init__(name=name, dtype=dtype)
-        self._layers = []
-        for layer in layers or []:
-            self.add(layer)
-
-    @property
-    def layers(self):
-        return list(self._layers)
-
-    def add(self, layer):
-        """Append a layer; builds it at once when the input shape is known. A built layer is
-        used as it is (its weights are kept, not re-initialised)."""
-        if not isinstance(layer, Layer):
-            raise TypeError(
-                f"Sequential.add: expected a minicnn layer (e.g. layers.Dense(10)), got "
-                f"{type(layer).__name__}: {layer!r}."
-            )
-        if any(existing is layer for existing in self._layers):
-            raise ValueError(f"Sequential.add: {layer.where} is already in this model; a "
-                             "Sequential model uses each layer once.")
-        if any(existing.name == layer.name for existing in self._layers):
-            raise ValueError(f"Sequential.add: the model already has a layer named "
-                             f"{layer.name!r}; layer names must be unique (give name=...).")
-        if self._dtype_override is not None and layer.dtype != self._dtype_override:
-            if layer.built:
-                raise ValueError(f"Sequential: {layer.where} is already built as {layer.dtype}; "
-                                 f"create it with dtype='{self._dtype_override.name}'.")
-            layer.dtype = self._dtype_override
-        if self._layers and layer.dtype != self._layers[0].dtype:
-            raise ValueError(
-                f"Sequential.add: {layer.where} is {layer.dtype} but the model is "
-                f"{self._layers[0].dtype}; give all layers the same dtype "
-                "(or Sequential(dtype=...))."
-            )
-        if self._layers and layer.declared_input_shape is not None and not layer.built:
-            raise ValueError(
-                f"Sequential.add: only the first layer takes input_shape; {layer.where} got "
-                f"input_shape={layer.declared_input_shape}. Remove it."
-            )
-        if self.built:
-            self._connect(layer, self._layers[-1].output_shape)
-        self._layers.append(layer)
-        if self.built:
-            self._graph = Graph.chain(self._layers)
-        elif len(self._layers) == 1 and layer.built:
-            self.build(layer.input_shape)
-        elif len(self._layers) == 1 and layer.declared_input_shape is not None:
-            self.build((None, *layer.declared_input_shape))
-
-    def pop(self):
-        """Remove and return the last layer."""
-        if not self._layers:
-            raise ValueError("Sequential.pop: the model has no layers.")
-        layer = self._layers.pop()
-        self._graph = Graph.chain(self._layers) if self._layers else None
-        self.built = self.built and bool(self._layers)
-        return layer
-
-    @staticmethod
-    def _connect(layer, shape):
-        """Build `layer` for inputs of `shape`, or check that its existing build fits."""
-        if not layer.built:
-            layer.build(shape)
-        elif tuple(layer.input_shape[1:]) != tuple(shape[1:]):
-            raise ValueError(
-                f"Sequential: {layer.where} was built for inputs {layer.input_shape} but "
-                f"receives {tuple(shape)}; it comes from a model with a different shape there.")
-
-    def build(self, input_shape):
-        """Build every layer in turn for inputs of `input_shape`: (None, 28, 28, 1), or the
-        per-sample (28, 28, 1)."""
-        if not self._layers:
-            raise ValueError("Sequential.build: the model has no layers; add some first.")
-        shape = tuple(input_shape)
-        if not shape or shape[0] is not None:
-            shape = (None, *sample_shape(shape, "Sequential.build"))
-        for layer in self._layers:
-            self._connect(layer, shape)
-            shape = layer.output_shape
-        self._graph = Graph.chain(self._layers)
-        self.built = True
-
-    def get_config(self):
-        """{'name', 'layers': [{'class_name', 'config'}, ...]} -- JSON-serialisable."""
-        return {"name": self.name,
-                "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
-                           for layer in self._layers]}
-
-    @classmethod
-    def from_config(cls, config):
-        """Rebuild an (untrained) model from get_config()'s output."""
-        layers = [layer_class(spec["class_name"]).from_config(spec["config"])
-                  for spec in config["layers"]]
-        return cls(layers, name=config.get("name"))
-
-
-class _BatchGatherer:
-    """Copies the samples of one batch into reused buffers, converting x's dtype on the way
-    (a float64 data set is never copied whole)."""
-
-    def __init__(self, x, y, weights, size, dtype):
-        self.x, self.y, self.weights = x, y, weights
-        self.x_batch = np.empty((size, *x.shape[1:]), dtype=dtype)
-        self.y_batch = np.empty((size, *y.shape[1:]), dtype=y.dtype)
-        self.w_batch = None if weights is None else np.empty(size, dtype=dtype)
-
-    def gather(self, index):
-        """(x, y) or (x, y, sample_weight) of the samples `index`, views of the buffers."""
-        m = len(index)
-        xb, yb = self.x_batch[:m], self.y_batch[:m]
-        if self.x.dtype == xb.dtype:
-            np.take(self.x, index, axis=0, out=xb)
-        else:
-            xb[...] = self.x[index]
-        np.take(self.y, index, axis=0, out=yb)
-        if self.weights is None:
-            return xb, yb
-        wb = self.w_batch[:m]
-        wb[...] = self.weights[index]
-        return xb, yb, wb
-
-
 def load_model(path):
     """Rebuild a model written by model.save(path): architecture, weights, compile settings
     and optimizer state. Never runs code from the file."""
     from .saving import load_model as _load_model
     return _load_model(path)
+
+
+# Sequential is the simple case of Model (a chain); it lives in sequential.py.
+from .sequential import Sequential  # noqa: E402, F401  (public here, as keras.models.Sequential)
