@@ -6,7 +6,8 @@ convolutions with stride 2 and 'same' padding (odd and even sizes, so Keras's ex
 padding row is exercised). float32, batch 32 by default.
 
 Implementations (columns):
-  numba  minicnn.ops.conv2d_forward / conv2d_backward, maxpool2d_* (the Numba kernels + BLAS)
+  numba  minicnn.ops.fast: conv2d_forward + bias_activation_forward and their backward,
+         maxpool2d_* (the Numba kernels + BLAS, buffers reused as in fit)
   numpy  minicnn.ops.reference: the same ops in readable NumPy
   layer  the minicnn layer object (Conv2D, MaxPooling2D, Dense), with the tutorial's ReLU
          where it has one: forward, then backward, as fit() calls them (fused bias + ReLU
@@ -239,35 +240,41 @@ def make_inputs(case, batch, seed=0):
 
 
 def ops_callables(case, module, x, dy, params):
-    """(forward, backward) on minicnn.ops (Numba) or minicnn.ops.reference (NumPy); None for
-    dense layers, which have no op of their own."""
+    """(forward, backward) on minicnn.ops.fast (Numba) or minicnn.ops.reference (NumPy); None
+    for dense layers, which have no op of their own worth timing."""
     if case.kind == "dense":
         return None
     _oh, _ow, pads = case.geometry()
+    conv_ws, act_ws, pool_ws = {}, {}, {}  # reused between calls, as a layer's workspace
     if case.kind == "conv":
         kernel, bias = params["kernel"], params["bias"]
+        activation = case.activation or "linear"
 
         def forward():
-            return module.conv2d_forward(x, kernel, bias, case.strides, pads)[1]
+            z, conv_cache = module.conv2d_forward(x, kernel, case.strides, pads, ws=conv_ws)
+            _, act_cache = module.bias_activation_forward(z, bias, activation, ws=act_ws)
+            return conv_cache, act_cache
 
-        def backward(cols):
-            module.conv2d_backward(dy, x.shape, cols, kernel, case.strides, pads,
-                                   use_bias=True, compute_dx=case.need_dx)
+        def backward(caches):
+            conv_cache, act_cache = caches
+            dz, _ = module.bias_activation_backward(dy, act_cache)
+            module.conv2d_backward(dz, conv_cache, need_dx=case.need_dx)
 
         return forward, backward
 
     def pool_forward():
-        return module.maxpool2d_forward(x, case.kernel, case.kernel, pads)[1]
+        return module.maxpool2d_forward(x, case.kernel, case.kernel, pads, ws=pool_ws)[1]
 
-    def pool_backward(argmax):
-        module.maxpool2d_backward(dy, argmax, x.shape)
+    def pool_backward(cache):
+        module.maxpool2d_backward(dy, cache)
 
     return pool_forward, pool_backward
 
 
 def layer_callables(case, x, dy, params):
-    """(forward, backward) on a built minicnn layer, as fit() calls it."""
-    from minicnn import layers
+    """(forward, backward) on a built minicnn layer, run by the graph executor as fit() runs
+    it (contexts, reused buffers; no dL/dx where the case has none)."""
+    from minicnn import graph, layers
 
     if case.kind == "conv":
         layer = layers.Conv2D(case.filters, case.kernel, strides=case.strides,
@@ -276,16 +283,17 @@ def layer_callables(case, x, dy, params):
         layer = layers.MaxPooling2D(case.kernel)
     else:
         layer = layers.Dense(case.units, activation=case.activation)
-    layer.build(case.input_shape)
+    layer.build((None, *case.input_shape))
     if params:
         layer.set_weights([params["kernel"], params["bias"]])
-    layer.compute_input_gradient = case.need_dx
+    chain = graph.Graph.chain([layer])
+    store = graph.WorkspaceStore()
 
     def forward():
-        return layer.forward(x, training=True)
+        return graph.run_forward(chain, [x], True, store, input_grads=case.need_dx)[1]
 
-    def backward(_y):
-        layer.backward(dy)
+    def backward(tape):
+        graph.run_backward(tape, [dy])
 
     return forward, backward
 
@@ -362,7 +370,7 @@ def bench_one(case, impl, args):
     x, dy, params = make_inputs(case, args.batch_size)
     fwd_flops, bwd_flops = case.flops(args.batch_size)
     if impl == "numba":
-        pair = ops_callables(case, ops, x, dy, params)
+        pair = ops_callables(case, ops.fast, x, dy, params)
     elif impl == "numpy":
         pair = ops_callables(case, ops.reference, x, dy, params)
     elif impl == "layer":

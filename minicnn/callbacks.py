@@ -1,9 +1,17 @@
-"""Training callbacks (History, EarlyStopping, ModelCheckpoint) and the Keras-style progress bar.
+"""Callbacks (History, EarlyStopping, ModelCheckpoint), the list that calls them, and the
+Keras-style progress bar.
 
-A callback gets `set_model(model)` and then these calls from `fit`, each with a `logs` dict of
-the latest metric values: on_train_begin, on_epoch_begin(epoch), on_train_batch_end(batch),
-on_epoch_end(epoch), on_train_end. Setting `model.stop_training = True` ends fit after the
-current epoch.
+A callback gets ``set_model(model)`` and ``set_params(params)``, then Keras's hooks, each with
+a ``logs`` dict of the latest metric values:
+
+    fit:       on_train_begin, on_epoch_begin(epoch), on_train_batch_begin(batch),
+               on_train_batch_end(batch), on_epoch_end(epoch), on_train_end
+    evaluate:  on_test_begin, on_test_batch_begin(batch), on_test_batch_end(batch), on_test_end
+               (also fit's validation at the end of each epoch)
+    predict:   on_predict_begin, on_predict_batch_begin(batch), on_predict_batch_end(batch),
+               on_predict_end
+
+Setting ``model.stop_training = True`` ends fit after the current epoch.
 """
 
 import math
@@ -12,36 +20,70 @@ import time
 
 import numpy as np
 
+from . import arguments
+
+HOOKS = (
+    "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
+    "on_train_batch_begin", "on_train_batch_end",
+    "on_test_begin", "on_test_end", "on_test_batch_begin", "on_test_batch_end",
+    "on_predict_begin", "on_predict_end", "on_predict_batch_begin", "on_predict_batch_end",
+)
+
 
 class Callback:
-    """Base class: every hook does nothing."""
+    """Base class: every hook does nothing. `model` and `params` are set before training."""
 
     def __init__(self):
         self.model = None
+        self.params = {}
 
     def set_model(self, model):
         self.model = model
 
-    def on_train_begin(self, logs=None):
-        pass
+    def set_params(self, params):
+        self.params = params
 
-    def on_train_end(self, logs=None):
-        pass
 
-    def on_epoch_begin(self, epoch, logs=None):
-        pass
+def _noop(self, *args, **kwargs):
+    pass
 
-    def on_epoch_end(self, epoch, logs=None):
-        pass
 
-    def on_train_batch_end(self, batch, logs=None):
-        pass
+for _hook in HOOKS:
+    setattr(Callback, _hook, _noop)
+del _hook
+
+
+class CallbackList:
+    """Calls a hook on every callback in order: ``callbacks.call("on_epoch_end", epoch, logs)``.
+
+    A hook that no callback overrides is skipped without a Python call per callback, so the
+    per-batch hooks cost nothing when nobody listens.
+    """
+
+    def __init__(self, callbacks, model, params):
+        self.callbacks = list(callbacks)
+        for callback in self.callbacks:
+            callback.set_model(model)
+            callback.set_params(params)
+        self._bound = {hook: [getattr(c, hook) for c in self.callbacks
+                              if getattr(type(c), hook, _noop) is not _noop]
+                       for hook in HOOKS}
+
+    def call(self, hook, *args):
+        """Run `hook` on every callback that defines it."""
+        for method in self._bound[hook]:
+            method(*args)
+
+    def listens(self, hook):
+        """True when some callback overrides `hook`."""
+        return bool(self._bound[hook])
 
 
 class History(Callback):
     """Records per-epoch metrics: `history.history['loss']`, ['accuracy'], ['val_loss'], ...
 
-    `history.epoch` lists the epoch indices; fit returns this object.
+    `history.epoch` lists the epoch indices and `history.params` the fit settings
+    (epochs, steps, verbose); fit returns this object.
     """
 
     def __init__(self):
@@ -59,42 +101,49 @@ class History(Callback):
 
 
 def _monitor_mode(monitor, mode, where):
-    if mode not in ("auto", "min", "max"):
-        raise ValueError(f"{where}: mode must be 'auto', 'min' or 'max', got {mode!r}.")
+    mode = arguments.choice(mode, ("auto", "min", "max"), "mode", where)
     if mode == "auto":
-        mode = "max" if "acc" in monitor else "min"
+        mode = "max" if ("acc" in monitor or monitor.startswith("fmeasure")) else "min"
     return mode
 
 
 class EarlyStopping(Callback):
     """Stop training when `monitor` has not improved by more than `min_delta` for `patience`
-    epochs. With restore_best_weights=True the best epoch's weights are put back when it stops.
+    epochs, as Keras 3. restore_best_weights=True puts the best epoch's weights back at the
+    end of training, whether or not it stopped early; baseline: a value to beat;
+    start_from_epoch: epochs to wait before watching.
     """
 
-    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto",
-                 restore_best_weights=False, verbose=0):
+    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, verbose=0, mode="auto",
+                 baseline=None, restore_best_weights=False, start_from_epoch=0):
         super().__init__()
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}.")
+        where = "EarlyStopping"
         self.monitor = monitor
-        self.min_delta = abs(float(min_delta))
-        self.patience = patience
-        self.mode = _monitor_mode(monitor, mode, "EarlyStopping")
-        self.restore_best_weights = restore_best_weights
-        self.verbose = verbose
-        self.stopped_epoch = None
+        self.min_delta = abs(arguments.real(min_delta, "min_delta", where))
+        self.patience = arguments.integer(patience, "patience", where, minimum=0)
+        self.verbose = arguments.integer(verbose, "verbose", where, minimum=0)
+        self.mode = _monitor_mode(monitor, mode, where)
+        self.baseline = None if baseline is None else arguments.real(baseline, "baseline", where)
+        self.restore_best_weights = arguments.boolean(restore_best_weights,
+                                                      "restore_best_weights", where)
+        self.start_from_epoch = arguments.integer(start_from_epoch, "start_from_epoch", where,
+                                                  minimum=0)
+        self.stopped_epoch = 0
 
-    def _improved(self, value):
+    def _is_improvement(self, value, reference):
+        if reference is None:
+            return True
         if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
+            return value < reference - self.min_delta
+        return value > reference + self.min_delta
 
     def on_train_begin(self, logs=None):
+        # The same instance may serve several fit calls.
         self.wait = 0
-        self.best = math.inf if self.mode == "min" else -math.inf
+        self.stopped_epoch = 0
+        self.best = None
         self.best_weights = None
-        self.best_epoch = None
-        self.stopped_epoch = None
+        self.best_epoch = 0
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -103,21 +152,33 @@ class EarlyStopping(Callback):
                 f"EarlyStopping: monitor {self.monitor!r} is not among the epoch metrics "
                 f"{sorted(logs)}. For 'val_*' metrics pass validation_data or validation_split."
             )
+        if epoch < self.start_from_epoch:
+            return
         value = logs[self.monitor]
-        if self._improved(value):
-            self.best, self.best_epoch, self.wait = value, epoch, 0
+        if self.restore_best_weights and self.best_weights is None:
+            # Until something improves, the current weights are the best seen.
+            self.best_weights = self.model.get_weights()
+            self.best_epoch = epoch
+        self.wait += 1
+        if self._is_improvement(value, self.best):
+            self.best, self.best_epoch = value, epoch
             if self.restore_best_weights:
                 self.best_weights = self.model.get_weights()
+            if self.baseline is None or self._is_improvement(value, self.baseline):
+                self.wait = 0
             return
-        self.wait += 1
-        if self.wait >= self.patience:
+        if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
             self.model.stop_training = True
-            if self.restore_best_weights and self.best_weights is not None:
-                self.model.set_weights(self.best_weights)
+
+    def on_train_end(self, logs=None):
+        if self.stopped_epoch > 0 and self.verbose:
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+        if self.restore_best_weights and self.best_weights is not None:
             if self.verbose:
-                print(f"Epoch {epoch + 1}: early stopping (best {self.monitor} "
-                      f"{self.best:.4f} at epoch {self.best_epoch + 1}).")
+                print(f"Restoring model weights from the end of the best epoch: "
+                      f"{self.best_epoch + 1}.")
+            self.model.set_weights(self.best_weights)
 
 
 class ModelCheckpoint(Callback):
@@ -127,15 +188,16 @@ class ModelCheckpoint(Callback):
     (epoch counts from 1). save_best_only keeps only files that improve `monitor`.
     """
 
-    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto",
-                 save_weights_only=False, verbose=0):
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
+                 save_weights_only=False, mode="auto"):
         super().__init__()
+        where = "ModelCheckpoint"
         self.filepath = str(filepath)
         self.monitor = monitor
-        self.save_best_only = save_best_only
-        self.mode = _monitor_mode(monitor, mode, "ModelCheckpoint")
-        self.save_weights_only = save_weights_only
-        self.verbose = verbose
+        self.verbose = arguments.integer(verbose, "verbose", where, minimum=0)
+        self.save_best_only = arguments.boolean(save_best_only, "save_best_only", where)
+        self.save_weights_only = arguments.boolean(save_weights_only, "save_weights_only", where)
+        self.mode = _monitor_mode(monitor, mode, where)
         self.best = math.inf if self.mode == "min" else -math.inf
 
     def on_epoch_end(self, epoch, logs=None):

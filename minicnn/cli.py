@@ -188,7 +188,7 @@ def _load_predict_model(option: str | None):
         model = load_model(path)
     except (OSError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
-    if model.input_shape != (28, 28, 1) or len(model.output_shape) != 1:
+    if tuple(model.input_shape[1:]) != (28, 28, 1) or len(model.output_shape) != 2:
         raise CommandError(
             f"{path} holds a model for inputs {model.input_shape} with outputs "
             f"{model.output_shape}; predict needs an MNIST-style model: (28, 28, 1) images in, "
@@ -238,7 +238,7 @@ def _run_predict(args: argparse.Namespace, extra: list[str]) -> int:
             if args.json:
                 print(json.dumps({"image": image, "error": str(exc)}), flush=True)
             continue
-        probabilities = model.predict(digit[None, :, :, None])[0].astype(np.float64)
+        probabilities = model.predict(digit[None, :, :, None], verbose=0)[0].astype(np.float64)
         if target is not None:
             plot.plot_digit_probabilities(digit, probabilities, Path(image).name, target)
         if args.json:

@@ -8,12 +8,14 @@ and each analytic gradient (backward) is compared with central differences
 on up to `num_checks` randomly chosen entries of the input and of every parameter.
 The error per tensor is ||analytic - numeric|| / (||analytic|| + ||numeric||) over the checked
 entries (0 when both vanish): robust where many true gradients are exactly zero (ReLU, pooling).
+The analytic gradients come from the same forward/backward the training step runs.
 """
 
 import numpy as np
 
+from .graph import Graph, run_backward, run_forward
 from .layers.base import Layer
-from .models import Sequential
+from .models import Model
 
 
 def _relative_error(analytic, numeric):
@@ -21,77 +23,68 @@ def _relative_error(analytic, numeric):
     return 0.0 if scale == 0 else float(np.linalg.norm(analytic - numeric) / scale)
 
 
-def _as_model_parts(target, x):
-    """(forward(x) -> out, tensors {name: array}, layers) for a Layer or a Sequential."""
-    if isinstance(target, Sequential):
+def gradcheck(target, x, y=None, eps=1e-6, num_checks=40, seed=0, training=True):
+    """Compare backward with central differences for the input and every parameter.
+
+    target: a float64 Layer or Model; x: (N, *input_shape) float64 (use distinct values so
+    max pooling has no ties and ReLU no kinks at 0); y: labels for a compiled model's loss, or
+    None to use a random upstream gradient. training: run layers in training mode (every
+    forward of the check reuses the same random seed, so Dropout's mask stays fixed).
+    Returns {'x': err, '<param name>': err, ...}: relative errors, ~1e-9 for a correct
+    backward in float64. Parameters are named 'kernel' for a layer, 'layer/kernel' for a model.
+    """
+    x = np.array(x, dtype=np.float64)  # a private copy: the input is perturbed in place
+    if isinstance(target, Model):
         if not target.built:
-            target.build(x.shape[1:])
-        layers = target.layers
-        tensors = {f"{layer.name}/{key}": value for layer in layers
-                   for key, value in layer.params.items()}
+            target.build((None, *x.shape[1:]))
+        graph, layers = target._graph, target.layers
+        tensors = dict(target.named_weights())
     elif isinstance(target, Layer):
         if not target.built:
-            target.build(x.shape[1:])
-        layers = [target]
+            target.build((None, *x.shape[1:]))
+        graph, layers = Graph.chain([target]), [target]
         tensors = dict(target.params)
     else:
-        raise TypeError(f"gradcheck: expected a minicnn Layer or Sequential, got "
+        raise TypeError(f"gradcheck: expected a minicnn Layer or Model, got "
                         f"{type(target).__name__}.")
     if any(layer.dtype != np.float64 for layer in layers):
         raise ValueError(
             "gradcheck: finite differences need float64; create the layers with dtype='float64' "
             "(or models.Sequential([...], dtype='float64'))."
         )
-    return layers, tensors
-
-
-def gradcheck(target, x, y=None, eps=1e-6, num_checks=40, seed=0):
-    """Compare backward with central differences for the input and every parameter.
-
-    target: a float64 Layer or Sequential; x: (N, *input_shape) float64 (use distinct values so
-    max pooling has no ties and ReLU no kinks at 0); y: labels for a compiled model's loss, or
-    None to use a random upstream gradient. Returns {'x': err, '<param name>': err, ...}:
-    relative errors, ~1e-9 for a correct backward in float64.
-    """
-    x = np.array(x, dtype=np.float64)  # a private copy: the input is perturbed in place
-    layers, tensors = _as_model_parts(target, x)
-    rng = np.random.default_rng(seed)
     use_loss = y is not None
     if use_loss:
-        if not isinstance(target, Sequential) or target.loss is None:
-            raise ValueError("gradcheck: y is given, so target must be a compiled Sequential.")
+        if not isinstance(target, Model) or target.loss is None:
+            raise ValueError("gradcheck: y is given, so target must be a compiled model.")
         from .inputs import check_y
         y = check_y(target, y, len(x), "gradcheck")
+    rng = np.random.default_rng(seed)
+    step_seed = int(rng.integers(2**63))
 
-    def forward(inputs):
-        out = inputs
-        for layer in layers:
-            out = layer.forward(out, training=True)
-        return out
+    def forward(inputs, input_grads=False):
+        (out,), tape = run_forward(graph, [inputs], training, seed=step_seed,
+                                   input_grads=input_grads)
+        return out, tape
 
-    saved_flag = layers[0].compute_input_gradient
-    layers[0].compute_input_gradient = True
-    try:
-        out = forward(x)
-        upstream = None if use_loss else rng.standard_normal(out.shape)
+    out, tape = forward(x, input_grads=True)
+    upstream = None if use_loss else rng.standard_normal(out.shape)
+    from_logits = False
+    if use_loss:
+        _, dy, from_logits = target.compute_loss_and_gradient(y, out, None, tape)
+    else:
+        dy = upstream
+    param_grads, (dx,) = run_backward(tape, [dy], (0,) if from_logits else ())
+    analytic = {"x": dx}
+    for name, array in tensors.items():
+        g = param_grads.get(id(array))
+        analytic[name] = np.zeros_like(array) if g is None else g
 
-        def objective():
-            result = forward(x)
-            return target.loss(y, result) if use_loss else float(np.sum(result * upstream))
-
+    def objective():
+        result, tape = forward(x)
+        tape.release()
         if use_loss:
-            dx = target._backward(y, out)
-        else:
-            dx = upstream
-            for layer in reversed(layers):
-                dx = layer.backward(dx)
-        analytic = {"x": dx.copy()}
-        for layer in layers:
-            for key in layer.params:
-                name = f"{layer.name}/{key}" if isinstance(target, Sequential) else key
-                analytic[name] = layer.grads[key].copy()
-    finally:
-        layers[0].compute_input_gradient = saved_flag
+            return target.compute_loss_and_gradient(y, result, None, tape)[0]
+        return float(np.sum(result * upstream))
 
     errors = {}
     for name, array in {"x": x, **tensors}.items():

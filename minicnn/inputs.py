@@ -8,23 +8,18 @@ import numbers
 
 import numpy as np
 
+from . import arguments
 from .losses import CategoricalCrossentropy, SparseCategoricalCrossentropy
 
 
-def check_positive_int(value, arg, where, minimum=1):
-    """An int >= minimum (bools are not ints here)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{where}: {arg} must be an int >= {minimum}, got {value!r}.")
-    return int(value)
-
-
 def check_verbose(verbose, where):
-    """0 (silent), 1 (progress bar) or 2 (one line per epoch); 'auto' means 1."""
-    if verbose == "auto":
+    """0 (silent), 1 (progress bar) or 2 (one line per epoch); 'auto' means 1, as Keras."""
+    if isinstance(verbose, str) and verbose == "auto":
         return 1
-    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+    if (isinstance(verbose, (bool, np.bool_)) or not isinstance(verbose, numbers.Integral)
+            or verbose not in (0, 1, 2)):
         raise ValueError(f"{where}: verbose must be 0, 1, 2 or 'auto', got {verbose!r}.")
-    return verbose
+    return int(verbose)
 
 
 def as_array(data, arg, where):
@@ -66,8 +61,8 @@ def check_x(model, x, where, arg="x", convert=True):
             raise ValueError(
                 f"{where}: {arg} has shape {x.shape}; expected a batch (N, ...) of samples."
             )
-        model.build(x.shape[1:])
-    expected = model.input_shape
+        model.build((None, *x.shape[1:]))
+    expected = tuple(model.input_shape[1:])
     if x.shape[1:] != expected:
         raise ValueError(_shape_message(x.shape, expected, arg, where))
     if np.issubdtype(x.dtype, np.complexfloating):
@@ -129,6 +124,12 @@ def check_y(model, y, n_samples, where, arg="y"):
             "x and y must have the same length along axis 0."
         )
     num_classes = model.output_shape[-1]
+    if len(model.output_shape) != 2:
+        raise ValueError(
+            f"{where}: the model's output has shape {model.output_shape}, but a classification "
+            "loss needs (None, classes). Add layers.Flatten() (or GlobalAveragePooling2D) "
+            "before the last Dense layer."
+        )
     loss = model.loss
     if isinstance(loss, SparseCategoricalCrossentropy):
         if y.ndim == 2 and y.shape[1] == num_classes and num_classes > 1:
@@ -185,3 +186,52 @@ def check_validation_split(value, where):
             "E.g. validation_split=0.1 keeps the last 10% of the data for validation."
         )
     return float(value)
+
+
+def check_sample_weights(sample_weight, class_weight, y, n, where):
+    """Per-sample loss weights (N,) from sample_weight and class_weight, or None."""
+    weights = None
+    if sample_weight is not None:
+        weights = np.asarray(sample_weight, dtype=np.float64)
+        if weights.shape != (n,) or not np.isfinite(weights).all() or (weights < 0).any():
+            raise ValueError(f"{where}: sample_weight must be {n} finite weights >= 0 (one "
+                             f"per sample), got shape {weights.shape}.")
+    if class_weight is not None:
+        if not isinstance(class_weight, dict):
+            raise TypeError(f"{where}: class_weight must be a dict {{class: weight}}, got "
+                            f"{type(class_weight).__name__}.")
+        labels = y if y.ndim == 1 else y.argmax(axis=-1)
+        table = np.ones(int(labels.max()) + 1 if labels.size else 1)
+        for label, w in class_weight.items():
+            label = arguments.integer(label, "class_weight key", where, minimum=0)
+            if label < table.size:
+                table[label] = arguments.real(w, f"class_weight[{label}]", where, minimum=0)
+        per_class = table[labels.astype(np.intp)]
+        weights = per_class if weights is None else weights * per_class
+    return weights
+
+
+class BatchGatherer:
+    """Copies the samples of one batch into reused buffers, converting x's dtype on the way
+    (a float64 data set is never copied whole)."""
+
+    def __init__(self, x, y, weights, size, dtype):
+        self.x, self.y, self.weights = x, y, weights
+        self.x_batch = np.empty((size, *x.shape[1:]), dtype=dtype)
+        self.y_batch = np.empty((size, *y.shape[1:]), dtype=y.dtype)
+        self.w_batch = None if weights is None else np.empty(size, dtype=dtype)
+
+    def gather(self, index):
+        """(x, y) or (x, y, sample_weight) of the samples `index`, views of the buffers."""
+        m = len(index)
+        xb, yb = self.x_batch[:m], self.y_batch[:m]
+        if self.x.dtype == xb.dtype:
+            np.take(self.x, index, axis=0, out=xb)
+        else:
+            xb[...] = self.x[index]
+        np.take(self.y, index, axis=0, out=yb)
+        if self.weights is None:
+            return xb, yb
+        wb = self.w_batch[:m]
+        wb[...] = self.weights[index]
+        return xb, yb, wb

@@ -1,51 +1,80 @@
-"""Cross-entropy losses. The loss owns the one division by the batch size.
+"""Losses. The loss owns the one division by the batch size.
 
-Formulas follow Keras's TensorFlow backend so reported losses match Keras's:
+    loss = losses.SparseCategoricalCrossentropy()
+    loss(y_true, y_pred)                              # a float: the batch mean, as Keras
+    value, dy = loss.value_and_gradient(y_true, y_pred, sample_weight)   # for training
+
+Reduction, as Keras's default 'sum_over_batch_size': ``L = sum_n w_n l_n / N`` with per-sample
+losses l_n, sample weights w_n (1 by default) and N the batch size; so dL/dl_n = w_n / N.
+
+Cross-entropy formulas follow Keras's TensorFlow backend:
 - categorical, probabilities: p = y_pred / sum(y_pred); p = clip(p, eps, 1 - eps);
-  loss_n = -sum_k t_k log p_k.
-- sparse, probabilities: c = clip(y_pred, eps, 1 - eps); loss_n = -log softmax(log c)_y
+  l_n = -sum_k t_k log p_k.
+- sparse, probabilities: c = clip(y_pred, eps, 1 - eps); l_n = -log softmax(log c)_y
   = -log c_y + log sum_k c_k.
-- from_logits=True (both): loss_n = -log softmax(z)_y, computed stably (log-sum-exp).
-The value reported is the mean over the batch. eps = 1e-7, Keras's backend.epsilon().
+- from logits (from_logits=True, or a softmax output, see below): l_n = -log softmax(z)_y,
+  the fused op ops.softmax_crossentropy_forward.
+eps = 1e-7, Keras's backend.epsilon().
+
+The softmax shortcut: when the model's output layer ends in a softmax and the loss is a
+cross-entropy of probabilities, the model passes the softmax's logits instead
+(``value_and_gradient_from_logits``), as Keras's TensorFlow backend does (it reads the
+logits behind a softmax output, "to prevent collapsing zero when training"). The gradient is
+then the stable ``(softmax(z) - onehot) * w / N`` and never stalls on a probability that
+rounded to 0.
 """
 
 import numpy as np
 
+from . import arguments, ops
+
 EPSILON = 1e-7
 
 
-def _log_softmax(z):
-    shifted = z - z.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def _softmax(z):
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 class Loss:
-    """Base class.
-
-    `loss(y_true, y_pred) -> float` (batch mean); `gradient(y_true, y_pred) -> dL/dy_pred`
-    (already divided by N); `gradient_through_softmax(y_true, probs) -> dL/dz` for a softmax
-    output layer, the fused, stable (p - onehot) / N.
-    """
+    """Base class: ``call(y_true, y_pred) -> (N,)`` per-sample losses and
+    ``call_gradient(y_true, y_pred) -> dl_n/dy_pred`` (same shape as y_pred, per sample)."""
 
     name = "loss"
+    #: the output activation whose logits this loss can take instead of its output (or None)
+    logits_activation = None
 
     def __init__(self, from_logits=False):
-        self.from_logits = bool(from_logits)
+        self.from_logits = arguments.boolean(from_logits, "from_logits", type(self).__name__)
 
-    def __call__(self, y_true, y_pred):
-        return float(np.mean(self.per_sample(y_true, y_pred)))
-
-    def one_hot(self, y_true, num_classes, dtype):
+    def call(self, y_true, y_pred):
         raise NotImplementedError
 
-    def gradient_through_softmax(self, y_true, probs):
-        target = self.one_hot(y_true, probs.shape[-1], probs.dtype)
-        return (probs - target) / probs.dtype.type(probs.shape[0])
+    def call_gradient(self, y_true, y_pred):
+        raise NotImplementedError
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        """The reduced loss: sum_n w_n l_n / N, a float."""
+        y_pred = np.asarray(y_pred)
+        if not np.issubdtype(y_pred.dtype, np.floating):
+            y_pred = y_pred.astype(np.float32)
+        per_sample = self.call(np.asarray(y_true), y_pred)
+        return float(np.sum(per_sample * self._weights(sample_weight, len(per_sample),
+                                                       per_sample.dtype)) / len(per_sample))
+
+    @staticmethod
+    def _weights(sample_weight, n, dtype):
+        if sample_weight is None:
+            return np.ones(n, dtype)
+        return np.asarray(sample_weight, dtype=dtype).reshape(n)
+
+    def value_and_gradient(self, y_true, y_pred, sample_weight=None):
+        """(L, dL/dy_pred) for a batch: L = sum_n w_n l_n / N."""
+        per_sample = self.call(y_true, y_pred)
+        n = len(per_sample)
+        scale = self._weights(sample_weight, n, y_pred.dtype) / y_pred.dtype.type(n)
+        grad = self.call_gradient(y_true, y_pred)
+        grad *= scale.reshape((n,) + (1,) * (grad.ndim - 1))
+        return float(np.sum(per_sample * scale)), grad
+
+    def value_and_gradient_from_logits(self, y_true, logits, sample_weight=None):
+        """(L, dL/dlogits) when y_pred = logits_activation(logits) (see the module docstring)."""
+        raise NotImplementedError(f"{type(self).__name__} has no logits shortcut.")
 
     def get_config(self):
         return {"name": self.name, "from_logits": self.from_logits}
@@ -54,56 +83,79 @@ class Loss:
         return f"{type(self).__name__}(from_logits={self.from_logits})"
 
 
-class SparseCategoricalCrossentropy(Loss):
+def _log_softmax(z):
+    shifted = z - z.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+class _Crossentropy(Loss):
+    """What the two cross-entropies share: the softmax shortcut through the fused op."""
+
+    @property
+    def logits_activation(self):
+        return None if self.from_logits else "softmax"
+
+    def _target(self, y_true):
+        raise NotImplementedError
+
+    def call(self, y_true, y_pred):
+        if self.from_logits:
+            loss, _ = ops.softmax_crossentropy_forward(y_pred, self._target(y_true))
+            return loss
+        return self._call_probabilities(y_true, y_pred)
+
+    def call_gradient(self, y_true, y_pred):
+        if self.from_logits:
+            n = y_pred.shape[0]
+            _, cache = ops.softmax_crossentropy_forward(y_pred, self._target(y_true))
+            return ops.softmax_crossentropy_backward(np.ones(n, y_pred.dtype), cache)
+        return self._gradient_probabilities(y_true, y_pred)
+
+    def value_and_gradient_from_logits(self, y_true, logits, sample_weight=None):
+        per_sample, cache = ops.softmax_crossentropy_forward(logits, self._target(y_true))
+        n = len(per_sample)
+        scale = self._weights(sample_weight, n, logits.dtype) / logits.dtype.type(n)
+        return float(np.sum(per_sample * scale)), ops.softmax_crossentropy_backward(scale, cache)
+
+
+class SparseCategoricalCrossentropy(_Crossentropy):
     """Cross-entropy with integer labels. y_true: (N,) or (N, 1) ints in [0, K); y_pred: (N, K)."""
 
     name = "sparse_categorical_crossentropy"
 
-    def one_hot(self, y_true, num_classes, dtype):
-        labels = np.asarray(y_true).reshape(-1).astype(np.intp)
-        target = np.zeros((labels.size, num_classes), dtype=dtype)
-        target[np.arange(labels.size), labels] = 1
-        return target
+    def _target(self, y_true):
+        return np.asarray(y_true).reshape(-1).astype(np.intp)
 
-    def per_sample(self, y_true, y_pred):
-        labels = np.asarray(y_true).reshape(-1).astype(np.intp)
-        rows = np.arange(labels.size)
-        if self.from_logits:
-            return -_log_softmax(y_pred)[rows, labels]
+    def _call_probabilities(self, y_true, y_pred):
+        labels = self._target(y_true)
         clipped = np.clip(y_pred, EPSILON, 1 - EPSILON)
-        return -np.log(clipped[rows, labels]) + np.log(clipped.sum(axis=-1))
+        return -np.log(clipped[np.arange(labels.size), labels]) + np.log(clipped.sum(axis=-1))
 
-    def gradient(self, y_true, y_pred):
-        n = y_pred.shape[0]
-        target = self.one_hot(y_true, y_pred.shape[-1], y_pred.dtype)
-        if self.from_logits:
-            return (_softmax(y_pred) - target) / n
+    def _gradient_probabilities(self, y_true, y_pred):
+        labels = self._target(y_true)
+        target = np.zeros_like(y_pred)
+        target[np.arange(labels.size), labels] = 1
         clipped = np.clip(y_pred, EPSILON, 1 - EPSILON)
         inside = (y_pred > EPSILON) & (y_pred < 1 - EPSILON)  # the clip's gradient is 0 outside
         grad = -target / clipped + 1.0 / clipped.sum(axis=-1, keepdims=True)
-        return (grad * inside / n).astype(y_pred.dtype, copy=False)
+        return (grad * inside).astype(y_pred.dtype, copy=False)
 
 
-class CategoricalCrossentropy(Loss):
+class CategoricalCrossentropy(_Crossentropy):
     """Cross-entropy with one-hot (or soft) labels. y_true, y_pred: (N, K)."""
 
     name = "categorical_crossentropy"
 
-    def one_hot(self, y_true, num_classes, dtype):
-        return np.asarray(y_true, dtype=dtype)
+    def _target(self, y_true):
+        return np.asarray(y_true)
 
-    def per_sample(self, y_true, y_pred):
-        if self.from_logits:
-            return -(y_true * _log_softmax(y_pred)).sum(axis=-1)
+    def _call_probabilities(self, y_true, y_pred):
         total = y_pred.sum(axis=-1, keepdims=True)
         p = np.clip(y_pred / total, EPSILON, 1 - EPSILON)
         return -(y_true * np.log(p)).sum(axis=-1)
 
-    def gradient(self, y_true, y_pred):
-        n = y_pred.shape[0]
+    def _gradient_probabilities(self, y_true, y_pred):
         y_true = np.asarray(y_true, dtype=y_pred.dtype)
-        if self.from_logits:
-            return (_softmax(y_pred) * y_true.sum(axis=-1, keepdims=True) - y_true) / n
         total = y_pred.sum(axis=-1, keepdims=True)
         normalized = y_pred / total
         p = np.clip(normalized, EPSILON, 1 - EPSILON)
@@ -111,12 +163,7 @@ class CategoricalCrossentropy(Loss):
         dnormalized = -y_true / p * inside
         # Through the normalisation p_k = y_k / S: dL/dy_j = (g_j - sum_k g_k p_k) / S.
         grad = (dnormalized - (dnormalized * normalized).sum(axis=-1, keepdims=True)) / total
-        return (grad / n).astype(y_pred.dtype, copy=False)
-
-    def gradient_through_softmax(self, y_true, probs):
-        y_true = np.asarray(y_true, dtype=probs.dtype)
-        # Soft labels need not sum to 1, so keep the general form sum(t) * p - t.
-        return (probs * y_true.sum(axis=-1, keepdims=True) - y_true) / probs.dtype.type(len(probs))
+        return grad.astype(y_pred.dtype, copy=False)
 
 
 _BY_NAME = {
@@ -146,9 +193,9 @@ def deserialize(config):
 
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False):
     """Per-sample sparse cross-entropy (N,), as keras.losses.sparse_categorical_crossentropy."""
-    return SparseCategoricalCrossentropy(from_logits).per_sample(y_true, np.asarray(y_pred))
+    return SparseCategoricalCrossentropy(from_logits).call(np.asarray(y_true), np.asarray(y_pred))
 
 
 def categorical_crossentropy(y_true, y_pred, from_logits=False):
     """Per-sample categorical cross-entropy (N,), as keras.losses.categorical_crossentropy."""
-    return CategoricalCrossentropy(from_logits).per_sample(np.asarray(y_true), np.asarray(y_pred))
+    return CategoricalCrossentropy(from_logits).call(np.asarray(y_true), np.asarray(y_pred))

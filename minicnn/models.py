@@ -1,117 +1,128 @@
-"""Sequential: the model and its training loop.
+"""Model and Sequential: the training loop, and the steps it is made of.
 
-One training step, in order: forward through the layers -> loss (the one division by the
-batch size) -> backward through the layers in reverse -> optimizer step. With a softmax last
-layer and a probabilistic cross-entropy the loss hands back dL/dz = (p - onehot) / N directly
-(stable, and the exact gradient wherever the clip is inactive).
+One training step is ``Model.train_step``, the same as Keras 3's, overridable::
 
-On a multi-core machine each step (and each prediction chunk) is split over threads by
-minicnn/parallel.py (data parallel over the batch; MINICNN_THREADS=1 turns it off); the
-one-thread step below is what every shard runs on its rows.
+    y_pred, tape = self.forward(x, training=True)                     # layers in order
+    loss, dy, from_logits = self.compute_loss_and_gradient(y, y_pred, sample_weight, tape)
+    grads = self.backward(dy, tape, from_logits)                      # layers reversed
+    self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+    return self.compute_metrics(x, y, y_pred, sample_weight)
+
+``fit`` cuts the data into batches and calls ``train_step`` on each, ``evaluate`` calls
+``test_step``, ``predict`` calls ``predict_step``; all three call the callbacks' Keras hooks.
+``forward``/``backward`` run the graph of layers (minicnn/graph.py), split over the cores by
+``self.strategy`` (minicnn/parallel.py) when a batch is big enough; the loss does the one
+division by the batch size (minicnn/losses.py).
 """
 
-from contextlib import nullcontext
+import math
 
 import numpy as np
 
+from . import arguments
 from . import losses as losses_module
+from . import metrics as metrics_module
 from . import optimizers as optimizers_module
-from .activations import Softmax
 from .backend import get_rng, standardize_dtype
-from .callbacks import History, Progbar, ProgbarLogger
-from .inputs import check_positive_int, check_validation_split, check_verbose, check_x, check_y
-from .layers import Layer
-from .layers import get_class as layer_class
-from .layers.base import ActivatedLayer, unique_name
-from .layers.core import Activation
+from .callbacks import CallbackList, History, Progbar, ProgbarLogger
+from .graph import run_forward
+from .inputs import (
+    BatchGatherer,
+    check_sample_weights,
+    check_validation_split,
+    check_verbose,
+    check_x,
+    check_y,
+)
+from .layers.base import unique_name
 from .ops.threads import blas_threads
-from .parallel import BatchSplit, default_threads
-from .profiling import TrainingProfile, instrument
+from .parallel import BatchSplit
+from .profiling import TrainingProfile
 
 
 class LossNotFiniteError(FloatingPointError):
-    """Training stopped because the loss became NaN or inf. `.history` holds the finished epochs."""
+    """Training stopped because the loss became NaN or inf. `.history` holds the finished
+    epochs; the model's weights and optimizer state are those at the end of the last one."""
 
     def __init__(self, message, history=None):
         super().__init__(message)
         self.history = history
 
 
-# Samples per forward call in predict (see Sequential.predict).
+class NonFiniteOutputError(ValueError):
+    """predict produced NaN or inf: the model's weights have blown up or the data is extreme."""
+
+
+# Samples per forward call in predict (see Model.predict).
 PREDICT_CHUNK = 128
 
-_METRIC_ALIASES = {"accuracy": "accuracy", "acc": "accuracy"}
+
+class _NullPhase:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
 
 
-class Sequential:
-    """A linear stack of layers with Keras's API.
+_NULL_PHASE = _NullPhase()
 
-    model = Sequential([layers.Conv2D(25, (3, 3), activation='relu', input_shape=(28, 28, 1)), ...])
-    model.compile(optimizer='adam', loss='sparse_categorical_crossentropy', metrics=['accuracy'])
-    history = model.fit(x, y, epochs=10); model.evaluate(x, y); model.predict(x)
 
-    dtype: None keeps the layers' dtype (float32 by default); 'float64' makes every layer
-    float64 (for gradient checks).
+def unpack_data(data):
+    """(x,), (x, y) or (x, y, sample_weight) -> (x, y, sample_weight), as Keras's
+    keras.utils.unpack_x_y_sample_weight."""
+    if not isinstance(data, tuple):
+        return data, None, None
+    if len(data) == 1:
+        return data[0], None, None
+    if len(data) == 2:
+        return data[0], data[1], None
+    if len(data) == 3:
+        return data
+    raise ValueError(f"unpack_data: expected (x,), (x, y) or (x, y, sample_weight), got a "
+                     f"tuple of {len(data)}.")
+
+
+class Model:
+    """A graph of layers with Keras's training API (compile, fit, evaluate, predict, ...).
+
+    Subclasses fix the graph: Sequential (a chain of layers). dtype: None keeps the layers'
+    dtype (float32 by default); 'float64' makes every layer float64 (for gradient checks).
     """
 
-    def __init__(self, layers=None, name=None, dtype=None):
-        self.name = name if name is not None else unique_name("Sequential")
-        self._dtype_override = None if dtype is None else standardize_dtype(dtype, "Sequential")
-        self.layers = []
+    def __init__(self, name=None, dtype=None):
+        self.name = name if name is not None else unique_name(type(self).__name__)
+        self._dtype_override = None if dtype is None else standardize_dtype(dtype, self.name)
+        self._graph = None
         self.built = False
         self.optimizer = None
         self.loss = None
         self.metrics = []
+        self.loss_tracker = metrics_module.Mean(name="loss")
         self.stop_training = False
         self.history = None
-        self._split = None  # created on first use, see _batch_split
-        for layer in layers or []:
-            self.add(layer)
+        self.strategy = BatchSplit()
+        self._profile = None
 
     # -- structure ------------------------------------------------------------------------------
-    def add(self, layer):
-        """Append a layer; builds it at once when the input shape is known."""
-        if not isinstance(layer, Layer):
-            raise TypeError(
-                f"Sequential.add: expected a minicnn layer (e.g. layers.Dense(10)), got "
-                f"{type(layer).__name__}: {layer!r}."
-            )
-        if self._dtype_override is not None and layer.dtype != self._dtype_override:
-            if layer.built:
-                raise ValueError(f"Sequential: {layer.where} is already built as {layer.dtype}; "
-                                 f"create it with dtype='{self._dtype_override.name}'.")
-            layer.dtype = self._dtype_override
-        if self.layers and layer.dtype != self.layers[0].dtype:
-            raise ValueError(
-                f"Sequential.add: {layer.where} is {layer.dtype} but the model is "
-                f"{self.layers[0].dtype}; give all layers the same dtype "
-                "(or Sequential(dtype=...))."
-            )
-        if self.layers and layer.declared_input_shape is not None:
-            raise ValueError(
-                f"Sequential.add: only the first layer takes input_shape; {layer.where} got "
-                f"input_shape={layer.declared_input_shape}. Remove it."
-            )
-        self.layers.append(layer)
-        if self.built:
-            layer.build(self.layers[-2].output_shape)
-        elif len(self.layers) == 1 and layer.declared_input_shape is not None:
-            self.build(layer.declared_input_shape)
+    @property
+    def layers(self):
+        """The layers, each once, in the order they run."""
+        raise NotImplementedError
 
-    def build(self, input_shape):
-        """Build every layer in turn for per-sample inputs of `input_shape` (no batch axis)."""
-        if not self.layers:
-            raise ValueError("Sequential.build: the model has no layers; add some first.")
-        shape = tuple(input_shape)
+    def get_layer(self, name=None, index=None):
+        """A layer by name or by position in `layers`, as Keras's get_layer."""
+        if index is not None:
+            index = arguments.integer(index, "index", "get_layer")
+            if not -len(self.layers) <= index < len(self.layers):
+                raise ValueError(f"get_layer: index {index} is out of range for a model of "
+                                 f"{len(self.layers)} layers.")
+            return self.layers[index]
         for layer in self.layers:
-            if not layer.built:
-                layer.build(shape)
-            elif layer.input_shape != shape:
-                raise ValueError(f"Sequential.build: {layer.where} was built for inputs "
-                                 f"{layer.input_shape} but receives {shape}.")
-            shape = layer.output_shape
-        self.built = True
-        self.layers[0].compute_input_gradient = False  # nobody needs dL/d(images)
+            if layer.name == name:
+                return layer
+        raise ValueError(f"get_layer: no layer named {name!r}; the layers are "
+                         f"{[layer.name for layer in self.layers]}.")
 
     @property
     def dtype(self):
@@ -119,10 +130,12 @@ class Sequential:
 
     @property
     def input_shape(self):
+        """Keras's input shape with the batch axis: (None, 28, 28, 1)."""
         return self.layers[0].input_shape if self.built else None
 
     @property
     def output_shape(self):
+        """Keras's output shape with the batch axis: (None, 10)."""
         return self.layers[-1].output_shape if self.built else None
 
     def _require_built(self, where):
@@ -132,22 +145,70 @@ class Sequential:
                 "call model.build(input_shape), or fit/predict on data first."
             )
 
-    # -- compile ------------------------------------------------------------------------------
+    def named_weights(self):
+        """[(path, array)] for every parameter, paths 'layer_name/param' as Keras's weight
+        paths, each array once even when its layer is used twice."""
+        seen, named = set(), []
+        for layer in self.layers:
+            for key, value in layer.params.items():
+                if id(value) not in seen:
+                    seen.add(id(value))
+                    named.append((f"{layer.name}/{key}", value))
+        return named
+
+    @property
+    def weights(self):
+        """Every parameter array (the arrays themselves), layer by layer, Keras's order."""
+        return [value for _, value in self.named_weights()]
+
+    @property
+    def trainable_weights(self):
+        """The arrays the optimizer updates: trainable layers' trainable parameters."""
+        seen, out = set(), []
+        for layer in self.layers:
+            for value in layer.trainable_weights:
+                if id(value) not in seen:
+                    seen.add(id(value))
+                    out.append(value)
+        return out
+
+    trainable_variables = trainable_weights
+
+    @property
+    def non_trainable_weights(self):
+        """The parameter arrays the optimizer leaves alone (frozen layers, moving averages)."""
+        trainable = {id(v) for v in self.trainable_weights}
+        return [v for v in self.weights if id(v) not in trainable]
+
+    @property
+    def _stochastic(self):
+        return any(node.layer.stochastic for node in self._graph.nodes)
+
+    @property
+    def output_layer(self):
+        """The layer whose call produces the (first) output."""
+        value = self._graph.outputs[0]
+        return next(node.layer for node in reversed(self._graph.nodes) if node.output == value)
+
+    def flops(self):
+        """Forward FLOPs per sample, summed over the layer calls."""
+        return sum(node.layer.flops() for node in self._graph.nodes) if self.built else 0
+
+    # -- compile --------------------------------------------------------------------------------
     def compile(self, optimizer="adam", loss=None, metrics=None):
-        """Choose the optimizer ('adam', 'sgd' or an instance), the loss (name or instance)
-        and metrics (['accuracy'] or none)."""
+        """Choose the optimizer ('adam', 'sgd' or an instance), the loss (name or instance) and
+        metrics (e.g. ['accuracy'])."""
         if loss is None:
             raise ValueError(
                 "compile: loss is required, e.g. loss='sparse_categorical_crossentropy'.")
         self.optimizer = optimizers_module.get(optimizer)
         self.loss = losses_module.get(loss)
-        names = []
-        for metric in metrics or []:
-            key = metric.lower() if isinstance(metric, str) else metric
-            if key not in _METRIC_ALIASES:
-                raise ValueError(f"compile: unknown metric {metric!r}; minicnn knows 'accuracy'.")
-            names.append(_METRIC_ALIASES[key])
-        self.metrics = names
+        self.metrics = [metrics_module.get(m, self.loss) for m in (metrics or [])]
+
+    @property
+    def metrics_names(self):
+        """'loss' and the compiled metrics' names, in the order evaluate returns them."""
+        return ["loss", *(m.name for m in self.metrics)]
 
     def _require_compiled(self, where):
         if self.loss is None:
@@ -156,114 +217,135 @@ class Sequential:
                 "loss='sparse_categorical_crossentropy', metrics=['accuracy']) first."
             )
 
-    def _softmax_is_fused(self):
-        last = self.layers[-1]
-        return (isinstance(last, (ActivatedLayer, Activation))
-                and isinstance(last.activation, Softmax) and not self.loss.from_logits)
+    # -- the pieces of a step --------------------------------------------------------------
+    def forward(self, x, training=False, input_grads=False):
+        """Run the layers on x (N, *input_shape[1:]) -> (y_pred, tape).
 
-    # -- one step -------------------------------------------------------------------------------
-    def _forward(self, x, training):
-        for layer in self.layers:
-            x = layer.forward(x, training=training)
-        return x
+        The tape holds each layer call's context for backward. y_pred may be a reused buffer:
+        copy it to keep it past the next pass. input_grads=True makes backward also return
+        dL/dx (gradient checks).
+        """
+        seed = int(get_rng().integers(2**63)) if training and self._stochastic else None
+        outputs, tape = self.strategy.forward(self._graph, [x], training, self.flops(), seed,
+                                              input_grads)
+        return outputs[0], tape
 
-    def _output_gradient(self, y_true, y_pred):
-        """dL/dz of the last layer (fused softmax) or dL/d(y_pred), divided by the batch size."""
-        if self._softmax_is_fused():
-            return self.loss.gradient_through_softmax(y_true, y_pred)
-        return self.loss.gradient(y_true, y_pred)
+    def backward(self, dy, tape, from_logits=False, return_input_grads=False):
+        """Backpropagate dL/d(y_pred) through the tape -> gradients, one per
+        trainable_weights entry (None for one the loss does not reach).
 
-    def _backward_layers(self, layers, grad):
-        """Backward through `layers` (the model's own, or a shard's replicas) from the output
-        gradient; returns dL/d(input) (None: the first layer skips it)."""
-        last = layers[-1]
-        if self._softmax_is_fused():
-            grad = (last.backward_preactivation(grad) if isinstance(last, ActivatedLayer)
-                    else grad)  # an Activation('softmax') layer has nothing before its softmax
-        else:
-            grad = last.backward(grad)
-        for layer in reversed(layers[:-1]):
-            grad = layer.backward(grad)
-        return grad
+        from_logits: dy is the gradient w.r.t. the logits of the output layer's final softmax
+        (compute_loss_and_gradient's shortcut); that layer then starts below its softmax.
+        return_input_grads: also return dL/dx (forward must have had input_grads=True).
+        """
+        param_grads, input_grads = self.strategy.backward(tape, [dy], (0,) if from_logits else ())
+        grads = [param_grads.get(id(w)) for w in self.trainable_weights]
+        return (grads, input_grads[0]) if return_input_grads else grads
 
-    def _backward(self, y_true, y_pred):
-        return self._backward_layers(self.layers, self._output_gradient(y_true, y_pred))
+    def compute_loss_and_gradient(self, y, y_pred, sample_weight=None, tape=None):
+        """The batch loss and its gradient -> (loss: float, dy, from_logits: bool).
 
-    def _trainable_pairs(self):
-        return [(layer.grads[key], param) for layer in self.layers if layer.trainable
-                for key, param in layer.params.items()]
+        When the output layer ends in the activation whose logits the loss can take (a softmax
+        before a cross-entropy of probabilities), the loss is computed from those logits and dy
+        is dL/d(logits), as Keras's TensorFlow backend does: stable, and learning never stalls
+        on a probability that rounded to 0 (see minicnn/losses.py). Otherwise dy = dL/dy_pred.
+        """
+        shortcut = self.loss.logits_activation
+        if (tape is not None and shortcut is not None
+                and self.output_layer.output_activation == shortcut):
+            loss, dlogits = self.loss.value_and_gradient_from_logits(
+                y, tape.output_logits(), sample_weight)
+            return loss, dlogits, True
+        loss, dy = self.loss.value_and_gradient(y, y_pred, sample_weight)
+        return loss, dy, False
 
-    def _batch_metrics(self, y_true, y_pred):
-        """Sums over the batch: (loss * n, correct predictions)."""
-        loss = self.loss(y_true, y_pred)
-        correct = 0
-        if self.metrics:
-            predicted = y_pred.argmax(axis=1)
-            target = y_true if y_true.ndim == 1 else y_true.argmax(axis=1)
-            correct = int(np.count_nonzero(predicted == target))
-        return loss, correct
+    def compute_metrics(self, x, y, y_pred, sample_weight=None, loss=None):
+        """Update the loss tracker (with `loss`, weighted by the batch size) and the compiled
+        metrics with this batch -> logs {name: running value over the epoch so far}."""
+        if loss is not None:
+            self.loss_tracker.update_state(loss, sample_weight=len(y_pred))
+        for metric in self.metrics:
+            metric.update_state(y, y_pred, sample_weight)
+        return self.get_metrics_result()
 
-    def train_on_batch(self, x, y):
-        """One optimizer step on one batch (checked); returns [loss, accuracy] or loss."""
-        self._require_compiled("train_on_batch")
-        x = check_x(self, x, "train_on_batch")
-        y = check_y(self, y, len(x), "train_on_batch")
-        self._batch_split(refresh=True)
-        with blas_threads():
-            loss, correct = self._train_step(x, y)
-        return [loss, correct / len(x)] if self.metrics else loss
+    def get_metrics_result(self):
+        """{'loss': ..., metric name: ...}: the running values."""
+        logs = {"loss": self.loss_tracker.result()}
+        logs.update((m.name, m.result()) for m in self.metrics)
+        return logs
 
-    def _batch_split(self, refresh=False):
-        """This model's BatchSplit (minicnn/parallel.py); refresh re-reads MINICNN_THREADS."""
-        if self._split is None:
-            self._split = BatchSplit(self)
-        elif refresh:
-            self._split.threads = default_threads()
-        return self._split
+    def reset_metrics(self):
+        """Start the loss tracker and every metric afresh (fit does so each epoch)."""
+        self.loss_tracker.reset_state()
+        for metric in self.metrics:
+            metric.reset_state()
 
-    def _train_step(self, x, y):
-        result = self._batch_split().train_step(x, y)
-        if result is not None:
-            return result
-        y_pred = self._forward(x, training=True)
-        loss, correct = self._batch_metrics(y, y_pred)
-        if not np.isfinite(loss):
-            return loss, correct  # the caller stops before any update is applied
-        self._backward(y, y_pred)
-        self.optimizer.apply_gradients(self._trainable_pairs())
-        return loss, correct
+    def _phase(self, name):
+        return self._profile.phase(name) if self._profile is not None else _NULL_PHASE
 
-    # -- fit ------------------------------------------------------------------------------------
-    def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
+    # -- the steps ---------------------------------------------------------------------------
+    def train_step(self, data):
+        """One optimizer step on one batch (x, y[, sample_weight]) -> logs.
+
+        A non-finite loss raises LossNotFiniteError before any weight is changed.
+        """
+        x, y, sample_weight = unpack_data(data)
+        y_pred, tape = self.forward(x, training=True)
+        with self._phase("loss + metrics"):
+            loss, dy, from_logits = self.compute_loss_and_gradient(y, y_pred, sample_weight,
+                                                                   tape)
+        if not math.isfinite(loss):
+            tape.release()
+            raise LossNotFiniteError(f"the loss became {loss}")
+        grads = self.backward(dy, tape, from_logits)
+        with self._phase("optimizer"):
+            self.optimizer.apply_gradients(zip(grads, self.trainable_weights, strict=True))
+        with self._phase("loss + metrics"):
+            return self.compute_metrics(x, y, y_pred, sample_weight, loss)
+
+    def test_step(self, data):
+        """Loss and metrics of one batch (x, y[, sample_weight]), no update -> logs."""
+        x, y, sample_weight = unpack_data(data)
+        y_pred, tape = self.forward(x, training=False)
+        loss, _, _ = self.compute_loss_and_gradient(y, y_pred, sample_weight, tape)
+        return self.compute_metrics(x, y, y_pred, sample_weight, loss)
+
+    def predict_step(self, data):
+        """The model's output for one batch of inputs -> an array (may be a reused buffer)."""
+        x, _, _ = unpack_data(data)
+        y_pred, _ = self.forward(x, training=False)
+        return y_pred
+
+    # -- fit ---------------------------------------------------------------------------------------
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+            sample_weight=None, initial_epoch=0, validation_batch_size=None, validation_freq=1,
             profile=False):
         """Train for `epochs` passes over (x, y); returns a History (history.history[...]).
 
-        x: (N, *input_shape) of any real dtype (each batch is converted to the model's dtype
-        as it is gathered: a float64 data set is never copied whole); y: (N,) integer labels
-        (sparse loss) or (N, K) one-hot. validation_split takes the *last* fraction of the
-        data before shuffling, as Keras.
+        x: (N, *input_shape[1:]) of any real dtype (each batch is converted to the model's
+        dtype as it is gathered: a float64 data set is never copied whole); y: (N,) integer
+        labels (sparse loss) or (N, K) one-hot. batch_size: 32 when None. validation_split
+        takes the *last* fraction of the data before shuffling, as Keras. class_weight
+        ({class: weight}) and sample_weight ((N,)) weight each sample's loss.
         profile=True times every phase of every step (see minicnn.profiling) and stores a
         TrainingProfile as history.profile; print(history.profile) shows the table.
         """
-        self._batch_split(refresh=True)
-        with blas_threads():
-            return self._fit(x, y, batch_size, epochs, verbose, callbacks, validation_split,
-                             validation_data, shuffle, initial_epoch, profile)
-
-    def _fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
-             validation_data, shuffle, initial_epoch, profile):
         where = "fit"
         self._require_compiled(where)
-        batch_size = check_positive_int(batch_size, "batch_size", where)
-        epochs = check_positive_int(epochs, "epochs", where, minimum=0)
-        initial_epoch = check_positive_int(initial_epoch, "initial_epoch", where, minimum=0)
+        batch_size = 32 if batch_size is None else arguments.integer(
+            batch_size, "batch_size", where, minimum=1)
+        epochs = arguments.integer(epochs, "epochs", where, minimum=0)
+        initial_epoch = arguments.integer(initial_epoch, "initial_epoch", where, minimum=0)
+        validation_freq = arguments.integer(validation_freq, "validation_freq", where, minimum=1)
         verbose = check_verbose(verbose, where)
+        shuffle = arguments.boolean(shuffle, "shuffle", where)
         validation_split = check_validation_split(validation_split, where)
         x = check_x(self, x, where, convert=False)
         y = check_y(self, y, len(x), where)
+        weights = check_sample_weights(sample_weight, class_weight, y, len(x), where)
         if validation_data is not None:
-            val_x, val_y = self._unpack_validation(validation_data)
+            val = self._unpack_validation(validation_data)
         elif validation_split > 0:
             split_at = int(len(x) * (1 - validation_split))
             if split_at == 0 or split_at == len(x):
@@ -271,169 +353,275 @@ class Sequential:
                     f"fit: validation_split={validation_split} of {len(x)} samples leaves an "
                     "empty training or validation set; use more data or another split."
                 )
-            x, val_x, y, val_y = x[:split_at], x[split_at:], y[:split_at], y[split_at:]
+            val = (x[split_at:], y[split_at:],
+                   None if weights is None else weights[split_at:])
+            x, y = x[:split_at], y[:split_at]
+            weights = None if weights is None else weights[:split_at]
         else:
-            val_x = val_y = None
+            val = None
+        val_batch_size = batch_size if validation_batch_size is None else arguments.integer(
+            validation_batch_size, "validation_batch_size", where, minimum=1)
 
         n = len(x)
         steps = -(-n // batch_size)
         history = History()
-        callbacks = list(callbacks or [])
+        callback_list = list(callbacks or [])
+        profiler = None
+        if profile:
+            shards = self.strategy.shards_for(min(batch_size, n), self.flops())
+            profiler = TrainingProfile([layer.name for layer in self.layers], n, batch_size,
+                                       shards)
+            callback_list.insert(0, profiler)
         if verbose:
-            callbacks.append(ProgbarLogger(epochs, steps, verbose))
-        callbacks.append(history)
-        x_batch = np.empty((min(batch_size, n), *x.shape[1:]), dtype=self.dtype)
-        y_batch = np.empty((min(batch_size, n), *y.shape[1:]), dtype=y.dtype)
-        shards = self._batch_split().shards_for(min(batch_size, n))
-        profiler = (TrainingProfile([layer.name for layer in self.layers], n, batch_size, shards)
-                    if profile else None)
-        if profiler is not None:
-            callbacks.insert(0, profiler)
+            callback_list.append(ProgbarLogger(epochs, steps, verbose))
+        callback_list.append(history)
+        params = {"epochs": epochs, "steps": steps, "verbose": verbose}
         history.profile = profiler
-        for callback in callbacks:
-            callback.set_model(self)
-            callback.on_train_begin()
-        self.stop_training = False
-        with instrument(self, profiler, callbacks) if profiler else nullcontext():
-            for epoch in range(initial_epoch, epochs):
-                for callback in callbacks:
-                    callback.on_epoch_begin(epoch)
-                order = self._shuffled_order(n, shuffle)
-                loss_sum = correct_sum = seen = 0
-                logs = {}
-                for step in range(steps):
-                    index = order[step * batch_size:(step + 1) * batch_size]
-                    xb, yb = self._gather(x, y, index, x_batch, y_batch)
-                    loss, correct = self._train_step(xb, yb)
-                    if not np.isfinite(loss):
-                        self._raise_not_finite(loss, epoch, step, history)
-                    seen += len(index)
-                    loss_sum += loss * len(index)
-                    correct_sum += correct
-                    logs = self._logs(loss_sum, correct_sum, seen)
-                    for callback in callbacks:
-                        callback.on_train_batch_end(step, logs)
-                if val_x is not None:
-                    val = self._evaluate_arrays(val_x, val_y, batch_size)
-                    logs.update({"val_" + k: v for k, v in val.items()})
-                for callback in callbacks:
-                    callback.on_epoch_end(epoch, logs)
-                if self.stop_training:
-                    break
-        for callback in callbacks:
-            callback.on_train_end()
+        cbs = CallbackList(callback_list, self, params)
+        with blas_threads():
+            self.strategy.refresh()
+            self._profile = self.strategy.profiler = profiler
+            try:
+                self._fit_loop(x, y, weights, val, batch_size, val_batch_size, epochs,
+                               initial_epoch, shuffle, validation_freq, steps, cbs, history)
+            finally:
+                self._profile = self.strategy.profiler = None
         self.history = history
         return history
 
-    def _shuffled_order(self, n, shuffle):
-        """The sample order of one epoch: one permutation, the data set itself is not copied."""
-        return get_rng().permutation(n) if shuffle else np.arange(n)
+    def _fit_loop(self, x, y, weights, val, batch_size, val_batch_size, epochs, initial_epoch,
+                  shuffle, validation_freq, steps, cbs, history):
+        n = len(x)
+        batch = BatchGatherer(x, y, weights, min(batch_size, n), self.dtype)
+        self.stop_training = False
+        logs = {}
+        cbs.call("on_train_begin", logs)
+        listens_begin = cbs.listens("on_train_batch_begin")
+        for epoch in range(initial_epoch, epochs):
+            self.reset_metrics()
+            cbs.call("on_epoch_begin", epoch, {})
+            # The state at the start of the epoch, put back if the loss stops being finite.
+            snapshot = self._snapshot()
+            with self._phase("data: shuffle"):
+                order = get_rng().permutation(n) if shuffle else np.arange(n)
+            for step in range(steps):
+                with self._phase("data: gather"):
+                    data = batch.gather(order[step * batch_size:(step + 1) * batch_size])
+                if listens_begin:
+                    cbs.call("on_train_batch_begin", step, {})
+                try:
+                    logs = self.train_step(data)
+                except LossNotFiniteError as exc:
+                    self._stop_not_finite(str(exc), epoch, step, snapshot, history)
+                if not math.isfinite(logs.get("loss", 0.0)):  # an overridden train_step
+                    self._stop_not_finite(f"the loss became {logs['loss']}", epoch, step,
+                                          snapshot, history)
+                with self._phase("callbacks"):
+                    cbs.call("on_train_batch_end", step, logs)
+            epoch_logs = dict(logs)
+            if val is not None and (epoch + 1) % validation_freq == 0:
+                val_logs = self._evaluate_arrays(*val, val_batch_size, cbs)
+                epoch_logs.update({"val_" + k: v for k, v in val_logs.items()})
+            cbs.call("on_epoch_end", epoch, epoch_logs)
+            logs = epoch_logs
+            if self.stop_training:
+                break
+        cbs.call("on_train_end", logs)
 
-    @staticmethod
-    def _gather(x, y, index, x_batch, y_batch):
-        """Copy the samples `index` into the reused batch buffers, converting x's dtype on the
-        way (a float64 data set is never copied whole). Returns views of the filled part."""
-        xb, yb = x_batch[:len(index)], y_batch[:len(index)]
-        if x.dtype == xb.dtype:
-            np.take(x, index, axis=0, out=xb)
-        else:
-            xb[...] = x[index]
-        np.take(y, index, axis=0, out=yb)
-        return xb, yb
+    def _snapshot(self):
+        weights = [w.copy() for w in self.weights]
+        optimizer = self.optimizer
+        return weights, optimizer.get_state(self.weights), optimizer.iterations
 
-    def _unpack_validation(self, validation_data):
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("fit: validation_data must be a tuple (x_val, y_val).")
-        val_x = check_x(self, validation_data[0], "fit", arg="validation_data[0]")
-        val_y = check_y(self, validation_data[1], len(val_x), "fit", arg="validation_data[1]")
-        return val_x, val_y
+    def _restore(self, snapshot):
+        weights, optimizer_state, iterations = snapshot
+        for current, saved in zip(self.weights, weights, strict=True):
+            current[...] = saved
+        self.optimizer.set_state(optimizer_state, self.weights)
+        self.optimizer.iterations = iterations
 
-    def _logs(self, loss_sum, correct_sum, seen):
-        logs = {"loss": loss_sum / seen}
-        if self.metrics:
-            logs["accuracy"] = correct_sum / seen
-        return logs
-
-    def _raise_not_finite(self, loss, epoch, step, history):
+    def _stop_not_finite(self, what, epoch, step, snapshot, history):
+        self._restore(snapshot)
+        history.model = self
+        self.history = history
         raise LossNotFiniteError(
-            f"fit: the loss became {loss} at epoch {epoch + 1}, batch {step + 1}; training "
-            "stopped before applying that batch's update. Likely fixes: scale inputs to [0, 1] "
-            "(x / 255), lower the learning rate (e.g. optimizers.Adam(learning_rate=1e-4)), or "
-            "look for extreme values in the data. The finished epochs are in error.history.",
+            f"fit: {what} at epoch {epoch + 1}, batch {step + 1}; training stopped. The weights "
+            f"and optimizer state are restored to those at the start of epoch {epoch + 1} "
+            "(the end of the last finished epoch, in error.history). Likely fixes: scale "
+            "inputs to [0, 1] (x / 255), lower the learning rate (e.g. "
+            "optimizers.Adam(learning_rate=1e-4)), or look for extreme values in the data.",
             history,
         )
 
-    # -- evaluate and predict -----------------------------------------------------------------
-    def _evaluate_arrays(self, x, y, batch_size, progbar=None):
-        loss_sum = correct_sum = 0
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            xb = np.ascontiguousarray(xb, dtype=self.dtype)  # per batch: no full-size copy
-            loss, correct = self._batch_metrics(yb, self._predict_batch(xb))
-            loss_sum += loss * len(xb)
-            correct_sum += correct
+    def _unpack_validation(self, validation_data):
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise ValueError("fit: validation_data must be a tuple (x_val, y_val) or "
+                             "(x_val, y_val, val_sample_weight).")
+        val_x = check_x(self, validation_data[0], "fit", arg="validation_data[0]", convert=False)
+        val_y = check_y(self, validation_data[1], len(val_x), "fit", arg="validation_data[1]")
+        val_w = None
+        if len(validation_data) == 3 and validation_data[2] is not None:
+            val_w = check_sample_weights(validation_data[2], None, val_y, len(val_x), "fit")
+        return val_x, val_y, val_w
+
+    # -- evaluate and predict -------------------------------------------------------------------
+    def _evaluate_arrays(self, x, y, weights, batch_size, cbs, progbar=None):
+        self.reset_metrics()
+        cbs.call("on_test_begin", {})
+        logs = {}
+        for step, start in enumerate(range(0, len(x), batch_size)):
+            stop = start + batch_size
+            xb = np.ascontiguousarray(x[start:stop], dtype=self.dtype)  # per batch: no copy
+            data = (xb, y[start:stop]) if weights is None else (
+                xb, y[start:stop], weights[start:stop].astype(self.dtype))
+            cbs.call("on_test_batch_begin", step, {})
+            logs = self.test_step(data)
+            cbs.call("on_test_batch_end", step, logs)
             if progbar is not None:
-                progbar.update(start // batch_size + 1, self._logs(loss_sum, correct_sum,
-                                                                    start + len(xb)))
-        return self._logs(loss_sum, correct_sum, len(x))
+                progbar.update(step + 1, logs)
+        cbs.call("on_test_end", logs)
+        return logs
 
-    def _predict_batch(self, xb, out=None):
-        """Inference forward of one batch (split over the threads when worth it) -> outputs,
-        written into `out` when given."""
-        if out is None:
-            out = np.empty((len(xb), *self.output_shape), dtype=self.dtype)
-        if not self._batch_split().predict_into(xb, out):
-            out[...] = self._forward(xb, training=False)
-        return out
-
-    def evaluate(self, x=None, y=None, batch_size=32, verbose=1):
-        """Mean loss and accuracy on (x, y): [loss, accuracy] (just loss without metrics)."""
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
+                 callbacks=None, return_dict=False):
+        """Mean loss and metrics on (x, y): [loss, *metrics] (the loss alone without metrics),
+        or {name: value} with return_dict=True."""
         where = "evaluate"
         self._require_compiled(where)
-        batch_size = check_positive_int(batch_size, "batch_size", where)
+        batch_size = 32 if batch_size is None else arguments.integer(
+            batch_size, "batch_size", where, minimum=1)
         verbose = check_verbose(verbose, where)
         x = check_x(self, x, where, convert=False)
         y = check_y(self, y, len(x), where)
+        weights = check_sample_weights(sample_weight, None, y, len(x), where)
         steps = -(-len(x) // batch_size)
         bar = Progbar(steps, verbose)
-        self._batch_split(refresh=True)
+        cbs = CallbackList(list(callbacks or []), self, {"steps": steps, "verbose": verbose})
         with blas_threads():
-            logs = self._evaluate_arrays(x, y, batch_size, bar)
+            self.strategy.refresh()
+            logs = self._evaluate_arrays(x, y, weights, batch_size, cbs, bar)
         bar.update(steps, logs, finished=True)
-        return [logs["loss"], logs["accuracy"]] if self.metrics else logs["loss"]
+        if arguments.boolean(return_dict, "return_dict", where):
+            return dict(logs)
+        values = [logs[name] for name in self.metrics_names]
+        return values if self.metrics else values[0]
 
-    def predict(self, x, batch_size=32, verbose=0):
-        """Outputs for x in batches: (N, *output_shape) in the model's dtype (float32)."""
+    def predict(self, x, batch_size=None, verbose="auto", callbacks=None):
+        """Outputs for x in batches: (N, *output_shape[1:]) in the model's dtype (float32).
+
+        Raises NonFiniteOutputError if an output is NaN or inf (blown-up weights), rather
+        than returning it silently.
+        """
         where = "predict"
-        batch_size = check_positive_int(batch_size, "batch_size", where)
+        batch_size = 32 if batch_size is None else arguments.integer(
+            batch_size, "batch_size", where, minimum=1)
         verbose = check_verbose(verbose, where)
         x = check_x(self, x, where, convert=False)
-        out = np.empty((len(x), *self.output_shape), dtype=self.dtype)
+        out = np.empty((len(x), *self.output_shape[1:]), dtype=self.dtype)
         steps = -(-len(x) // batch_size)
         bar = Progbar(steps, verbose)
+        cbs = CallbackList(list(callbacks or []), self, {"steps": steps, "verbose": verbose})
         # Inference keeps nothing for a backward pass, so it runs in larger chunks than the
         # user's batch_size (fewer calls, better BLAS shapes); the outputs are the same.
-        chunk = max(batch_size, PREDICT_CHUNK)
-        self._batch_split(refresh=True)
+        chunk = batch_size if cbs.callbacks else max(batch_size, PREDICT_CHUNK)
         with blas_threads():
-            for start in range(0, len(x), chunk):
+            self.strategy.refresh()
+            cbs.call("on_predict_begin", {})
+            for step, start in enumerate(range(0, len(x), chunk)):
                 xb = np.ascontiguousarray(x[start:start + chunk], dtype=self.dtype)
-                self._predict_batch(xb, out[start:start + chunk])
+                cbs.call("on_predict_batch_begin", step, {})
+                out[start:start + len(xb)] = self.predict_step((xb,))
+                cbs.call("on_predict_batch_end", step, {"outputs": out[start:start + len(xb)]})
                 bar.update(min(steps, -(-(start + len(xb)) // batch_size)))
+            cbs.call("on_predict_end", {})
         bar.update(steps, finished=True)
+        if not np.isfinite(out).all():
+            bad = int(np.count_nonzero(~np.isfinite(out).all(axis=tuple(range(1, out.ndim)))))
+            raise NonFiniteOutputError(
+                f"predict: the model produced NaN or inf for {bad} of {len(x)} samples. Its "
+                "weights have probably blown up in training (see LossNotFiniteError) or the "
+                "inputs hold extreme values; retrain with a lower learning rate or check x.")
         return out
 
-    def __call__(self, x):
-        """predict() on one batch without progress output."""
-        return self.predict(x, batch_size=max(len(np.asarray(x)), 1))
+    def train_on_batch(self, x, y, sample_weight=None, return_dict=False):
+        """One optimizer step on one batch (checked) -> [loss, *metrics] or loss (or a dict)."""
+        where = "train_on_batch"
+        self._require_compiled(where)
+        x = check_x(self, x, where)
+        y = check_y(self, y, len(x), where)
+        weights = check_sample_weights(sample_weight, None, y, len(x), where)
+        data = (x, y) if weights is None else (x, y, weights.astype(self.dtype))
+        self.reset_metrics()
+        with blas_threads():
+            self.strategy.refresh()
+            try:
+                logs = self.train_step(data)
+            except LossNotFiniteError as exc:
+                raise LossNotFiniteError(f"train_on_batch: {exc}; no update was applied.") \
+                    from None
+        return self._batch_result(logs, return_dict)
 
-    # -- weights ------------------------------------------------------------------------------
+    def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
+        """Loss and metrics of one batch (checked) -> [loss, *metrics] or loss (or a dict)."""
+        where = "test_on_batch"
+        self._require_compiled(where)
+        x = check_x(self, x, where)
+        y = check_y(self, y, len(x), where)
+        weights = check_sample_weights(sample_weight, None, y, len(x), where)
+        self.reset_metrics()
+        with blas_threads():
+            logs = self.test_step((x, y) if weights is None else
+                                  (x, y, weights.astype(self.dtype)))
+        return self._batch_result(logs, return_dict)
+
+    def _batch_result(self, logs, return_dict):
+        if return_dict:
+            return dict(logs)
+        values = [logs[name] for name in self.metrics_names]
+        return values if self.metrics else values[0]
+
+    def predict_on_batch(self, x):
+        """The outputs for one batch, as a new array."""
+        x = check_x(self, x, "predict_on_batch")
+        with blas_threads():
+            return np.array(self.predict_step((x,)))
+
+    def __call__(self, x, training=False):
+        """The outputs for x as a new array (training=True: layers in training mode)."""
+        x = check_x(self, x, "model(x)")
+        with blas_threads():
+            y_pred, tape = self.forward(x, training=bool(training))
+            out = np.array(y_pred)
+            tape.release()
+        return out
+
+    def layer_outputs(self, x, names=None):
+        """{layer name: its output for x} (inference), for the layers named (default: all);
+        as Keras's ``keras.Model(model.inputs, [l.output for l in ...]).predict(x)``."""
+        x = check_x(self, x, "layer_outputs")
+        wanted = None if names is None else set(names)
+        if wanted is not None:
+            known = {layer.name for layer in self.layers}
+            if not wanted <= known:
+                raise ValueError(f"layer_outputs: no layer named {sorted(wanted - known)}; the "
+                                 f"layers are {[layer.name for layer in self.layers]}.")
+        outputs = {}
+
+        def keep(layer, y):
+            if wanted is None or layer.name in wanted:
+                outputs[layer.name] = np.array(y)
+
+        with blas_threads():
+            run_forward(self._graph, [x], observe=keep)
+        return outputs
+
+    # -- weights --------------------------------------------------------------------------------
     def get_weights(self):
-        """All parameters, layer by layer in Keras's order ([kernel, bias] per layer)."""
-        return [w for layer in self.layers for w in layer.get_weights()]
+        """Copies of all parameters, layer by layer in Keras's order ([kernel, bias] per layer)."""
+        return [w.copy() for w in self.weights]
 
     def set_weights(self, weights):
-        """Load a list as returned by get_weights (or by a Keras model of the same architecture)."""
+        """Load a list as returned by get_weights (or by a Keras model of the same layers)."""
         self._require_built("set_weights")
         weights = list(weights)
         expected = sum(len(layer.params) for layer in self.layers)
@@ -450,14 +638,14 @@ class Sequential:
 
     def count_params(self):
         """Total number of scalar parameters."""
-        return sum(layer.count_params() for layer in self.layers)
+        return sum(v.size for v in self.weights)
 
     # -- description ----------------------------------------------------------------------------
     def summary(self, print_fn=print):
         """Print each layer's name, type, output shape, parameter count and forward FLOPs per
-        image (a multiply-add counts 2), with totals."""
+        sample (a multiply-add counts 2), with totals."""
         self._require_built("summary")
-        rows = [(f"{layer.name} ({type(layer).__name__})", str((None, *layer.output_shape)),
+        rows = [(f"{layer.name} ({type(layer).__name__})", str(layer.output_shape),
                  f"{layer.count_params():,}", f"{layer.flops():,}") for layer in self.layers]
         header = ("Layer (type)", "Output Shape", "Param #", "FLOPs/image")
         widths = [max(len(r[i]) for r in rows + [header]) + 2 for i in range(4)]
@@ -471,8 +659,8 @@ class Sequential:
             return left + mid.join(fill * w for w in widths) + right
 
         total = self.count_params()
-        trainable = sum(layer.count_params() for layer in self.layers if layer.trainable)
-        flops = sum(layer.flops() for layer in self.layers)
+        trainable = sum(v.size for v in self.trainable_weights)
+        flops = self.flops()
         out = [f'Model: "{self.name}"', rule("┏", "┳", "┓", "━"), line(header, "┃", "┃", "┃"),
                rule("┡", "╇", "┩", "━")]
         out += [line(r, "│", "│", "│") for r in rows]
@@ -485,23 +673,10 @@ class Sequential:
         for text in out:
             print_fn(text)
 
-    def get_config(self):
-        """{'name', 'layers': [{'class_name', 'config'}, ...]} -- JSON-serialisable."""
-        return {"name": self.name,
-                "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
-                           for layer in self.layers]}
-
-    @classmethod
-    def from_config(cls, config):
-        """Rebuild an (untrained) model from get_config()'s output."""
-        layers = [layer_class(spec["class_name"]).from_config(spec["config"])
-                  for spec in config["layers"]]
-        return cls(layers, name=config.get("name"))
-
-    def save(self, path):
+    def save(self, path, **kwargs):
         """Write architecture, weights, compile settings and optimizer state to one .npz."""
         from .saving import save_model
-        save_model(self, path)
+        save_model(self, path, **kwargs)
 
     def save_weights(self, path):
         """Write only the weights (.npz); read back with load_weights."""
@@ -519,3 +694,7 @@ def load_model(path):
     and optimizer state. Never runs code from the file."""
     from .saving import load_model as _load_model
     return _load_model(path)
+
+
+# Sequential is the simple case of Model (a chain); it lives in sequential.py.
+from .sequential import Sequential  # noqa: E402, F401  (public here, as keras.models.Sequential)

@@ -1,62 +1,109 @@
-"""Optimizers with Keras's defaults and update rules. The state (moments, step count) lives
-here, never in the layers; the model hands over (gradient, parameter) pairs in a fixed order.
+"""Optimizers with Keras's defaults and update rules.
+
+    optimizer.apply_gradients([(grad, param), ...])    # updates each param array in place
+
+The state (moments, the step count) lives here, never in the layers, and is keyed by the
+parameter array itself, not by its position in a list: freezing or unfreezing layers between
+fits, adding layers, saving and loading all keep each slot with its own weight. A slot is
+created the first time its parameter is updated. Every update checks that gradient, parameter
+and slots agree in shape and dtype before anything touches memory.
 """
 
 import math
 
 import numpy as np
 
-from .ops import fused
-
-
-def _check_positive(value, arg, where, allow_zero=False):
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and (
-        value >= 0 if allow_zero else value > 0) and math.isfinite(value)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{where}: {arg} must be a finite number {bound}, got {value!r}.")
-    return float(value)
+from . import arguments, ops
 
 
 class Optimizer:
-    """Base class. `apply_gradients(pairs)` updates each parameter array in place.
+    """Base class. Subclasses name their slots (``slot_names``) and implement ``_update_one``.
 
-    pairs: a list of (gradient, parameter) arrays of equal shapes, in the same order every
-    step (slot i of the state belongs to pair i). `iterations` counts the steps taken.
+    iterations: steps taken. learning_rate: a float (Keras's `learning_rate`).
     """
 
     name = "optimizer"
+    slot_names = ()
 
     def __init__(self, learning_rate):
-        self.learning_rate = _check_positive(learning_rate, "learning_rate", type(self).__name__)
+        where = type(self).__name__
+        self.learning_rate = arguments.real(learning_rate, "learning_rate", where, minimum=0,
+                                            min_open=True)
         self.iterations = 0
-        self._slots = None
+        self._slots = {}  # id(param) -> (param, [slot arrays]); param kept so the id stays its
 
-    def _create_slots(self, params):
-        return []
-
-    def apply_gradients(self, pairs):
-        pairs = list(pairs)
-        if self._slots is None:
-            self._slots = self._create_slots([p for _, p in pairs])
+    # -- the step -------------------------------------------------------------------------------
+    def apply_gradients(self, grads_and_vars):
+        """One step: for each (gradient, parameter) pair, update the parameter in place."""
+        pairs = list(grads_and_vars)
         self.iterations += 1
-        self._update(pairs)
+        for grad, param in pairs:
+            if grad is None:
+                continue
+            _check_pair(type(self).__name__, grad, param)
+            self._update_one(grad, param, self.slots_for(param))
 
-    def _update(self, pairs):
+    def _update_one(self, grad, param, slots):
         raise NotImplementedError
 
-    def get_state(self):
-        """{'iterations': int, 'slots': [[array, ...] per parameter]} for saving."""
-        return {"iterations": self.iterations,
-                "slots": [[a.copy() for a in s] for s in (self._slots or [])]}
+    # -- state ----------------------------------------------------------------------------------
+    def slots_for(self, param):
+        """The slot arrays of `param` (created as zeros the first time)."""
+        entry = self._slots.get(id(param))
+        if entry is None or entry[0] is not param:
+            entry = (param, [np.zeros_like(param) for _ in self.slot_names])
+            self._slots[id(param)] = entry
+        return entry[1]
 
-    def set_state(self, state):
-        """Restore what get_state returned (used by load_model)."""
-        self.iterations = int(state["iterations"])
-        self._slots = [[np.array(a) for a in s] for s in state["slots"]] or None
+    def get_slots(self, param):
+        """The slot arrays of `param`, or None when it was never updated."""
+        entry = self._slots.get(id(param))
+        return entry[1] if entry is not None and entry[0] is param else None
+
+    def set_slots(self, param, arrays):
+        """Attach saved slot arrays to `param` (copies; shapes and dtypes must be the param's)."""
+        arrays = list(arrays)
+        where = type(self).__name__
+        if len(arrays) != len(self.slot_names):
+            raise ValueError(f"{where}: expected {len(self.slot_names)} slot arrays "
+                             f"({', '.join(self.slot_names) or 'none'}), got {len(arrays)}.")
+        copies = []
+        for slot_name, array in zip(self.slot_names, arrays, strict=True):
+            array = np.asarray(array)
+            if array.shape != param.shape or array.dtype != param.dtype:
+                raise ValueError(f"{where}: slot {slot_name!r} of shape {array.shape} "
+                                 f"{array.dtype} does not fit its parameter {param.shape} "
+                                 f"{param.dtype}.")
+            copies.append(np.array(array, order="C"))
+        self._slots[id(param)] = (param, copies)
+
+    def get_state(self, params):
+        """{'iterations': int, 'slots': [slot arrays or None, one entry per param]} (copies)."""
+        slots = [self.get_slots(p) for p in params]
+        return {"iterations": self.iterations,
+                "slots": [None if s is None else [a.copy() for a in s] for s in slots]}
+
+    def set_state(self, state, params):
+        """Restore get_state(params)'s result onto the same list of parameters."""
+        self.iterations = arguments.integer(state["iterations"], "iterations",
+                                            type(self).__name__, minimum=0)
+        for param, slots in zip(params, state["slots"], strict=True):
+            if slots is None:
+                self._slots.pop(id(param), None)
+            else:
+                self.set_slots(param, slots)
 
     def get_config(self):
+        """Constructor arguments as JSON types (plus 'name'); deserialize() inverts it."""
         return {"name": self.name, "learning_rate": self.learning_rate}
+
+
+def _check_pair(where, grad, param):
+    if not isinstance(grad, np.ndarray) or grad.shape != param.shape or grad.dtype != param.dtype:
+        got = (f"{grad.shape} {grad.dtype}" if isinstance(grad, np.ndarray)
+               else type(grad).__name__)
+        raise ValueError(f"{where}: a gradient of {got} was given for a parameter of "
+                         f"{param.shape} {param.dtype}; they must match.")
 
 
 class SGD(Optimizer):
@@ -68,25 +115,23 @@ class SGD(Optimizer):
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
         super().__init__(learning_rate)
-        self.momentum = _check_positive(momentum, "momentum", "SGD", allow_zero=True)
-        self.nesterov = bool(nesterov)
+        self.momentum = arguments.real(momentum, "momentum", "SGD", minimum=0)
+        self.nesterov = arguments.boolean(nesterov, "nesterov", "SGD")
+        self.slot_names = ("momentum",) if self.momentum > 0 else ()
 
-    def _create_slots(self, params):
-        return [[np.zeros_like(p)] for p in params] if self.momentum > 0 else [[] for _ in params]
-
-    def _update(self, pairs):
-        lr, momentum = self.learning_rate, self.momentum
-        for (grad, param), slot in zip(pairs, self._slots, strict=True):
-            if momentum == 0:
-                param -= lr * grad
-                continue
-            velocity = slot[0]
-            velocity *= momentum
-            velocity -= lr * grad
-            if self.nesterov:
-                param += momentum * velocity - lr * grad
-            else:
-                param += velocity
+    def _update_one(self, grad, param, slots):
+        lr = param.dtype.type(self.learning_rate)
+        if not slots:
+            param -= lr * grad
+            return
+        (velocity,) = slots
+        momentum = param.dtype.type(self.momentum)
+        velocity *= momentum
+        velocity -= lr * grad
+        if self.nesterov:
+            param += momentum * velocity - lr * grad
+        else:
+            param += velocity
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
@@ -101,41 +146,28 @@ class Adam(Optimizer):
     """
 
     name = "adam"
+    slot_names = ("m", "v")
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
         super().__init__(learning_rate)
-        for arg, value in (("beta_1", beta_1), ("beta_2", beta_2)):
-            if not (isinstance(value, (int, float)) and 0 <= value < 1):
-                raise ValueError(f"Adam: {arg} must be in [0, 1), got {value!r}.")
-        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
-        self.epsilon = _check_positive(epsilon, "epsilon", "Adam")
+        self.beta_1 = arguments.real(beta_1, "beta_1", "Adam", minimum=0, maximum=1,
+                                     max_open=True)
+        self.beta_2 = arguments.real(beta_2, "beta_2", "Adam", minimum=0, maximum=1,
+                                     max_open=True)
+        self.epsilon = arguments.real(epsilon, "epsilon", "Adam", minimum=0, min_open=True)
 
-    def _create_slots(self, params):
-        return [[np.zeros_like(p), np.zeros_like(p)] for p in params]
-
-    def _update(self, pairs):
+    def _update_one(self, grad, param, slots):
         t = self.iterations
         b1, b2 = self.beta_1, self.beta_2
         alpha = self.learning_rate * math.sqrt(1 - b2**t) / (1 - b1**t)
-        for (grad, param), (m, v) in zip(pairs, self._slots, strict=True):
-            if _fusable(grad, param, m, v):
-                # One compiled pass per array instead of ~8 NumPy passes and temporaries.
-                fused.adam_update(grad, param, m, v, b1, b2, alpha, self.epsilon)
-                continue
-            m += (1 - b1) * (grad - m)
-            v += (1 - b2) * (grad * grad - v)
-            param -= alpha * m / (np.sqrt(v) + self.epsilon)
+        m, v = slots
+        # The fast backend does this in one compiled pass (its wrapper checks that the four
+        # arrays agree: a mismatch would run past a buffer); the reference in NumPy.
+        ops.adam_update(grad, param, m, v, b1, b2, alpha, self.epsilon)
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
                 "epsilon": self.epsilon}
-
-
-def _fusable(*arrays):
-    """True when the fused kernel can update these arrays in place (same dtype, contiguous)."""
-    dtype = arrays[0].dtype
-    return all(a.dtype == dtype and a.flags.c_contiguous for a in arrays) and dtype in (
-        np.float32, np.float64)
 
 
 _BY_NAME = {"adam": Adam, "sgd": SGD}

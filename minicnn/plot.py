@@ -476,10 +476,11 @@ def plot_feature_maps(model, image, path: str | os.PathLike | None = None,
                       max_maps: int = 16) -> Figure:
     """What each convolution sees: the output channels of every Conv2D layer for one image.
 
-    model: has `.layers`; each layer has `.name` and `.forward(x, training=False)`.
+    model: a minicnn model (it needs `.layers`, each with `.name`, and
+        `.layer_outputs(x, names)`, which runs the layers once and returns the named outputs).
     image: (28, 28), (28, 28, 1) or (1, 28, 28, 1) -- any (H, W[, C]) the model takes -- float
         as the model was trained on; uint8 is divided by 255. Run as a float32 batch of 1
-        through the layers in order, up to the last Conv2D.
+        through the model.
     max_maps: how many channels (the first ones) to show per Conv2D layer.
     path: if given, the figure is also saved there as a PNG.
     -> Figure with one row for the input and one per Conv2D layer (titled with the layer's name
@@ -500,22 +501,20 @@ def plot_feature_maps(model, image, path: str | os.PathLike | None = None,
     x = _as_single_batch(image, name)
     input_image = x[0]
 
+    conv_names = [layers[i].name for i in conv_positions]
+    try:
+        outputs = model.layer_outputs(x, names=conv_names)
+    except Exception as err:
+        raise ValueError(f"{name}: the model failed on input of shape {x.shape}: {err}") from err
     maps = []  # (layer name, output shape, (H, W, F) output of the single image)
-    for i, layer in enumerate(layers[: conv_positions[-1] + 1]):
-        try:
-            x = np.asarray(layer.forward(x, training=False))
-        except Exception as err:
+    for layer_name in conv_names:
+        out = np.asarray(outputs[layer_name])
+        if out.ndim != 4 or out.shape[0] != 1:
             raise ValueError(
-                f"{name}: layer {i} '{getattr(layer, 'name', '?')}' ({type(layer).__name__}) "
-                f"failed on input of shape {x.shape}: {err}"
-            ) from err
-        if _is_conv2d(layer):
-            if x.ndim != 4 or x.shape[0] != 1:
-                raise ValueError(
-                    f"{name}: Conv2D layer '{layer.name}' returned shape {x.shape}, expected "
-                    "(1, H, W, F)"
-                )
-            maps.append((layer.name, x.shape, x[0]))
+                f"{name}: Conv2D layer '{layer_name}' returned shape {out.shape}, expected "
+                "(1, H, W, F)"
+            )
+        maps.append((layer_name, out.shape, out[0]))
 
     cols = max(4, max(min(max_maps, out.shape[-1]) for _, _, out in maps))
     n_rows = 1 + len(maps)

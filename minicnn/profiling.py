@@ -1,4 +1,4 @@
-"""Where training time goes: a per-layer breakdown of ``fit``.
+"""Where training time goes: a per-phase breakdown of ``fit``.
 
 Two ways in::
 
@@ -12,36 +12,53 @@ Two ways in::
 
 Rows, in the order a step runs them: ``data: shuffle`` (one permutation per epoch),
 ``data: gather`` (copying and converting one batch), ``<layer> forward`` for each layer,
-``loss + metrics`` (the loss value, accuracy, and the loss's gradient), ``<layer> backward``
-in reverse order, ``optimizer``, ``callbacks`` (progress bar, history, user callbacks) and
-``other`` (the rest of the wall time: the Python loop itself, validation, ...). Times are
-wall-clock seconds from ``time.perf_counter``.
+``loss + metrics`` (the loss, its gradient and the metrics), ``<layer> backward`` in reverse
+order, ``optimizer``, ``callbacks`` (progress bar, history, user callbacks) and ``other`` (the
+rest of the wall time: the Python loop itself, validation, ...). Times are wall-clock seconds
+from ``time.perf_counter``.
 
 The first training step is left out of the rows and reported on its own as
 ``first_step_seconds``: it includes Numba's compilation (or loading from its disk cache) and
 the first allocation of every workspace buffer.
 
-Profiling wraps the methods of this model's layers, loss and optimizer (on these instances
-only, for the duration of the fit) with a clock read before and after; the training loop in
-models.py has one path, and ``profile=False`` pays nothing. Validation passes are not timed.
+How it is measured: the profile is a Callback (it marks where steps and epochs begin and end)
+and the sink of the model's timing events. With ``fit(profile=True)`` the model hands it to
+the places that run a phase: the fit loop (``data: *``, ``callbacks``), ``Model.train_step``
+(``loss + metrics``, ``optimizer``), the graph executor (each layer's forward and backward,
+minicnn/graph.py) and the batch split (minicnn/parallel.py). Each calls
+``profile.add(phase, seconds)`` or ``with profile.phase(name):``. Nothing is patched, and
+``profile=False`` costs nothing. Validation passes are not timed.
 
-With the batch split over threads (minicnn/parallel.py; ``shards`` > 1) the layer rows time
-the calling thread's shard, which runs on the model's own layers while the other shards run
-alongside on replicas; two more rows appear: ``shards: wait`` (the caller waiting for the
-slowest other shard, after forward and after backward) and ``shards: sum gradients``
-(adding the shards' gradients). The rows still add up to the wall time.
+With the batch split over threads (``shards`` > 1) the layer rows time the calling thread's
+shard while the other shards run alongside; two more rows appear: ``shards: wait`` (the caller
+waiting for the slowest other shard, after forward and after backward) and ``shards: sum
+gradients`` (adding the shards' gradients). The rows still add up to the wall time.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 
 from .callbacks import Callback
 
-__all__ = ["TrainingProfile", "profile_fit", "instrument"]
+__all__ = ["TrainingProfile", "profile_fit"]
 
 clock = time.perf_counter
+
+
+class _Phase:
+    """`with profile.phase(name):` adds the block's wall time to that phase while recording."""
+
+    __slots__ = ("profile", "name", "start")
+
+    def __init__(self, profile, name):
+        self.profile, self.name = profile, name
+
+    def __enter__(self):
+        self.start = clock()
+
+    def __exit__(self, *exc):
+        self.profile.add(self.name, clock() - self.start)
 
 
 class TrainingProfile(Callback):
@@ -81,20 +98,13 @@ class TrainingProfile(Callback):
         self.first_step_seconds = None
 
     def add(self, phase, seconds):
-        """Add seconds to a phase."""
-        self.seconds[phase] += seconds
+        """Add seconds to a phase (ignored outside the timed steps, e.g. during validation)."""
+        if self.recording:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
 
-    def timed(self, phase, method):
-        """`method` wrapped so that each call, while recording, adds its time to `phase`."""
-        def wrapper(*args, **kwargs):
-            if not self.recording:
-                return method(*args, **kwargs)
-            start = clock()
-            try:
-                return method(*args, **kwargs)
-            finally:
-                self.seconds[phase] += clock() - start
-        return wrapper
+    def phase(self, name):
+        """A context manager timing its block into phase `name`."""
+        return _Phase(self, name)
 
     # -- callback hooks: the first step is timed apart; validation is not timed --------------------
     def on_epoch_begin(self, epoch, logs=None):
@@ -188,45 +198,3 @@ def profile_fit(model, x, y, batch_size=32, epochs=1, **fit_kwargs):
     fit_kwargs.setdefault("verbose", 0)
     history = model.fit(x, y, batch_size=batch_size, epochs=epochs, profile=True, **fit_kwargs)
     return history.profile
-
-
-@contextmanager
-def instrument(model, profile, callbacks=()):
-    """Time each phase of `model`'s training steps into `profile` while inside the block.
-
-    Wraps, on these instances only: each layer's forward and backward (and the last layer's
-    backward_preactivation, which the fused softmax path calls), the model's shuffle and
-    gather, its loss-and-metrics call and the loss's gradient, the optimizer step, and the
-    callbacks' per-batch hook, and the batch split's waiting and gradient sum. Everything is
-    restored on exit.
-    """
-    wrapped = []
-
-    def wrap(owner, name, phase):
-        setattr(owner, name, profile.timed(phase, getattr(owner, name)))
-        wrapped.append((owner, name))
-
-    for layer in model.layers:
-        wrap(layer, "forward", f"{layer.name} forward")
-        wrap(layer, "backward", f"{layer.name} backward")
-    last = model.layers[-1]
-    if model._softmax_is_fused() and hasattr(last, "backward_preactivation"):
-        wrap(last, "backward_preactivation", f"{last.name} backward")
-    wrap(model, "_shuffled_order", "data: shuffle")
-    wrap(model, "_gather", "data: gather")
-    wrap(model, "_batch_metrics", "loss + metrics")
-    wrap(model.loss, "gradient", "loss + metrics")
-    wrap(model.loss, "gradient_through_softmax", "loss + metrics")
-    wrap(model.optimizer, "apply_gradients", "optimizer")
-    split = getattr(model, "_split", None)
-    if profile.shards > 1 and split is not None:
-        wrap(split, "wait", "shards: wait")
-        wrap(split, "sum_gradients", "shards: sum gradients")
-    for callback in callbacks:
-        if callback is not profile:
-            wrap(callback, "on_train_batch_end", "callbacks")
-    try:
-        yield profile
-    finally:
-        for owner, name in wrapped:
-            delattr(owner, name)  # the instance attribute goes; the class method shows again

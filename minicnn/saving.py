@@ -3,14 +3,20 @@ and plain arrays (weights by layer and name, optimizer state). No pickle: loadin
 np.load(allow_pickle=False) and runs no code from the file. Files are written to a temporary
 name in the same folder and renamed, so a crash never leaves a half-written model.
 
-Layout of a version-1 file (a zip of .npy members, as np.savez writes it):
+Layout of a version-2 file (a zip of .npy members, as np.savez writes it):
 
     __minicnn_header__          uint8 bytes of a UTF-8 JSON object: format, version,
                                 minicnn_version, config (Sequential.get_config()),
                                 build_input_shape, compile, optimizer_state
     layers/000_conv2d/kernel    one array per parameter: layer position, layer name, parameter
     layers/000_conv2d/bias
-    optimizer/0000/0            optimizer slot j of trainable parameter i (Adam: m, v)
+    optimizer/conv2d/kernel/0   optimizer slot j of the parameter at that weight path
+                                (Adam: 0 = m, 1 = v); only parameters the optimizer has moved
+
+optimizer_state is {"iterations": int, "slots": {weight path: number of slot arrays}}: slots
+are keyed by the parameter they belong to, so a model saved with some layers frozen continues
+with every moment attached to its own weight. Version-1 files (slots listed by position among
+the trainable parameters) are still read.
 
 Every member carries a CRC-32, so a flipped bit in the weights is detected, not loaded.
 """
@@ -24,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "minicnn-model"
-VERSION = 1
+VERSION = 2
 _HEADER = "__minicnn_header__"
 
 
@@ -86,17 +92,22 @@ def save_model(model, path):
     model._require_built("save")
     arrays = _weights_arrays(model)
     header = {"format": FORMAT, "version": VERSION, "minicnn_version": __version__,
-              "config": model.get_config(), "build_input_shape": list(model.input_shape),
+              "config": model.get_config(), "build_input_shape": list(model.input_shape[1:]),
               "compile": None, "optimizer_state": None}
     if model.loss is not None:
         header["compile"] = {"optimizer": model.optimizer.get_config(),
-                             "loss": model.loss.get_config(), "metrics": list(model.metrics)}
-        state = model.optimizer.get_state()
-        header["optimizer_state"] = {"iterations": state["iterations"],
-                                     "slots": [len(slot) for slot in state["slots"]]}
-        for i, slot in enumerate(state["slots"]):
-            for j, array in enumerate(slot):
-                arrays[f"optimizer/{i:04d}/{j}"] = array
+                             "loss": model.loss.get_config(),
+                             "metrics": [m.name for m in model.metrics]}
+        slot_counts = {}
+        for weight_path, param in model.named_weights():
+            slots = model.optimizer.get_slots(param)
+            if slots is None:
+                continue
+            slot_counts[weight_path] = len(slots)
+            for j, array in enumerate(slots):
+                arrays[f"optimizer/{weight_path}/{j}"] = array
+        header["optimizer_state"] = {"iterations": model.optimizer.iterations,
+                                     "slots": slot_counts}
     arrays[_HEADER] = _header_array(header)
     with atomic_write(path, "wb", "save") as f:
         np.savez(f, **arrays)
@@ -138,8 +149,8 @@ class _ModelFile:
         version = self.header.get("version")
         if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= VERSION:
             self.fail(f"has format version {version!r}, but this minicnn ({self._version()}) "
-                      f"reads version {VERSION}. Upgrade minicnn, or save the model again with "
-                      "this version.")
+                      f"reads versions 1 to {VERSION}. Upgrade minicnn, or save the model again "
+                      "with this version.")
 
     @staticmethod
     def _version():
@@ -228,7 +239,7 @@ def _rebuild_architecture(model_file):
     try:
         model = Sequential.from_config(header["config"])
         if not model.built:
-            model.build(tuple(header["build_input_shape"]))
+            model.build((None, *header["build_input_shape"]))
     except Exception as exc:  # whatever the header holds
         raise model_file.error(f"describes an invalid architecture "
                                f"({type(exc).__name__}: {exc}).") from exc
@@ -252,28 +263,39 @@ def _restore_compile(model, model_file):
     iterations, counts = state.get("iterations"), state.get("slots")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
         model_file.fail(f"has an invalid optimizer step count {iterations!r}.")
-    if not isinstance(counts, list) or not all(
-            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
-        model_file.fail(f"has an invalid optimizer state description {counts!r}.")
-    if not counts:  # compiled, never trained: the optimizer creates its slots on first use
-        model.optimizer.iterations = iterations
-        return
-    params = [param for _, param in model._trainable_pairs()]
-    if len(counts) != len(params):
-        model_file.fail(f"has optimizer state for {len(counts)} parameters, but the model "
-                        f"trains {len(params)}.")
-    slots = []
-    for i, (count, param) in enumerate(zip(counts, params, strict=True)):
-        slot = [model_file.array(f"optimizer/{i:04d}/{j}") for j in range(count)]
+    if model_file.header.get("version") == 1:  # by position among the trainable parameters
+        if not isinstance(counts, list):
+            model_file.fail(f"has an invalid optimizer state description {counts!r}.")
+        params = model.trainable_weights
+        if counts and len(counts) != len(params):
+            model_file.fail(f"has optimizer state for {len(counts)} parameters, but the model "
+                            f"trains {len(params)}.")
+        by_key = {f"{i:04d}": (param, count)
+                  for i, (param, count) in enumerate(zip(params, counts, strict=False))}
+    else:
+        named = dict(model.named_weights())
+        if not isinstance(counts, dict):
+            model_file.fail(f"has an invalid optimizer state description {counts!r}.")
+        if not set(counts) <= set(named):
+            model_file.fail(f"has optimizer state for unknown weights "
+                            f"{sorted(set(counts) - set(named))!r}.")
+        by_key = {path: (named[path], count) for path, count in counts.items()}
+    for key, (param, count) in by_key.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            model_file.fail(f"has an invalid optimizer state description {counts!r}.")
+        slot = [model_file.array(f"optimizer/{key}/{j}") for j in range(count)]
         for j, array in enumerate(slot):
             if array.shape != param.shape or array.dtype != param.dtype:
-                model_file.fail(f"has optimizer state 'optimizer/{i:04d}/{j}' of shape "
+                model_file.fail(f"has optimizer state 'optimizer/{key}/{j}' of shape "
                                 f"{array.shape} {array.dtype}; its parameter is {param.shape} "
                                 f"{param.dtype}.")
             if not np.isfinite(array).all():
-                model_file.fail(f"has NaN or inf in optimizer state 'optimizer/{i:04d}/{j}'.")
-        slots.append(slot)
-    model.optimizer.set_state({"iterations": iterations, "slots": slots})
+                model_file.fail(f"has NaN or inf in optimizer state 'optimizer/{key}/{j}'.")
+        try:
+            model.optimizer.set_slots(param, slot)
+        except ValueError as exc:
+            raise model_file.error(f"has optimizer state that does not fit: {exc}") from exc
+    model.optimizer.iterations = iterations
 
 
 def load_model(path):

@@ -16,10 +16,9 @@ JSON {"error": "..."}: 400 (malformed JSON, unreadable image, wrong pixels), 404
 (body over `max_body_bytes`, or an image over MAX_IMAGE_PIXELS), 500 (a bug: logged, and the
 server goes on).
 
-The model is loaded once. Requests run in threads but share the one model behind a lock:
-minicnn layers keep the last batch and workspace buffers between calls, so two forward passes
-must never run through the same layers at once. The forward pass of one image takes about a
-millisecond; JSON, image decoding and preprocessing, most of a request's time, run unlocked.
+The model is loaded once and shared by the request threads without a lock: minicnn layers
+keep no per-call state (each forward pass has its own context and each thread its own
+buffers, see minicnn/graph.py), so requests run their forward passes at the same time.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ import json
 import os
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -95,7 +93,8 @@ class ModelNotFoundError(FileNotFoundError):
 # The model side
 # --------------------------------------------------------------------------------------------
 class DigitPredictor:
-    """One loaded model shared by all request threads (forward passes serialised by a lock).
+    """One loaded model shared by all request threads (minicnn layers keep no per-call state,
+    so concurrent requests run their forward passes at the same time, without a lock).
 
     model: a built minicnn Sequential taking (28, 28, 1) images (MNIST-like, floats in [0, 1])
         and returning K class probabilities; K = `classes`.
@@ -103,8 +102,9 @@ class DigitPredictor:
     """
 
     def __init__(self, model, name: str = "model"):
-        input_shape = tuple(model.input_shape or ())
-        output_shape = tuple(model.output_shape or ())
+        # Keras's shapes carry the batch axis: (None, 28, 28, 1) -> (28, 28, 1).
+        input_shape = tuple(model.input_shape or ())[1:]
+        output_shape = tuple(model.output_shape or ())[1:]
         if input_shape not in ((28, 28, 1), (28, 28)) or len(output_shape) != 1:
             raise ValueError(
                 f"serve: the model {name} takes inputs {input_shape} and returns "
@@ -115,7 +115,6 @@ class DigitPredictor:
         self.name = name
         self.input_shape = input_shape
         self.classes = int(output_shape[0])
-        self._lock = threading.Lock()
         first_conv = [i for i, layer in enumerate(model.layers)
                       if any(c.__name__ == "Conv2D" for c in type(layer).__mro__)]
         self._first_conv = first_conv[0] if first_conv else None
@@ -144,12 +143,14 @@ class DigitPredictor:
         """
         x = image.astype(self.model.dtype).reshape((1, *self.input_shape))
         first_conv_out = None
-        with self._lock:
-            for i, layer in enumerate(self.model.layers):
-                x = layer.forward(x, training=False)
-                if feature_maps and i == self._first_conv:
-                    first_conv_out = np.array(x[0], dtype=np.float64)  # a copy: buffers are reused
-            probabilities = np.array(x[0], dtype=np.float64)
+        if feature_maps and self._first_conv is not None:
+            conv_name = self.model.layers[self._first_conv].name
+            last_name = self.model.layers[-1].name
+            outputs = self.model.layer_outputs(x, names=[conv_name, last_name])
+            first_conv_out = outputs[conv_name][0].astype(np.float64)
+            probabilities = outputs[last_name][0].astype(np.float64)
+        else:
+            probabilities = self.model.predict(x, verbose=0)[0].astype(np.float64)
         result = {"prediction": int(np.argmax(probabilities)),
                   "probabilities": np.round(probabilities, 6).tolist()}
         if feature_maps:

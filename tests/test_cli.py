@@ -157,7 +157,7 @@ def write_digit(path, shape="one", mode="RGB", size=(200, 160)):
 
 
 def expected_probabilities(model, path):
-    return model.predict(preprocess_digit(path)[None, :, :, None])[0].astype(np.float64)
+    return model.predict(preprocess_digit(path)[None, :, :, None], verbose=0)[0].astype(np.float64)
 
 
 def test_predict_text_output_is_the_top3(model_file, tmp_path, capsys):

@@ -169,20 +169,24 @@ def test_set_weights_wrong_count_or_shape(model):
 
 
 @pytest.mark.parametrize("make,fragments", [
-    (lambda: layers.Conv2D(0, 3), ("filters must be a positive int", "0")),
-    (lambda: layers.Conv2D(4, (3, 3, 3)), ("kernel_size", "tuple of 2")),
+    (lambda: layers.Conv2D(0, 3), ("filters must be an int >= 1", "got 0")),
+    (lambda: layers.Conv2D(4, (3, 3, 3)), ("kernel_size must have 2 entries", "(3, 3, 3)")),
     (lambda: layers.Conv2D(4, 3, padding="full"), ("padding must be 'valid' or 'same'",)),
     (lambda: layers.MaxPooling2D(strides=0), ("strides",)),
-    (lambda: layers.Dense(-2), ("units must be a positive int",)),
+    (lambda: layers.Dense(-2), ("units must be an int >= 1", "got -2")),
 ])
 def test_bad_layer_arguments(make, fragments):
     with raises(ValueError, *fragments):
         make()
 
 
-def test_dense_on_images_says_to_flatten():
-    with raises(ValueError, "Dense", "(5, 5, 3)", "Flatten()"):
-        models.Sequential([layers.Dense(4, input_shape=(5, 5, 3))])
+def test_dense_on_images_then_a_classification_loss_says_to_flatten(rng):
+    """Dense on images is legal (it maps the last axis, as Keras), but a classifier whose
+    output still has spatial axes gets a message pointing at the missing Flatten."""
+    model = models.Sequential([layers.Dense(4, activation="softmax", input_shape=(5, 5, 3))])
+    model.compile(loss="sparse_categorical_crossentropy")
+    with raises(ValueError, "fit", "(None, 5, 5, 4)", "Flatten()"):
+        model.fit(rng.random((3, 5, 5, 3)), np.zeros(3, int), verbose=0)
 
 
 def test_non_numeric_input(model):

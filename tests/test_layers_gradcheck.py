@@ -23,7 +23,7 @@ def check(layer, x_shape, rng):
 def test_conv2d(strides, padding, activation, rng):
     layer = layers.Conv2D(4, (3, 2), strides=strides, padding=padding, activation=activation,
                           dtype="float64")
-    layer.build((7, 6, 3))
+    layer.build((None, 7, 6, 3))
     layer.params["bias"][:] = rng.normal(size=4)  # non-zero so the bias path is exercised
     check(layer, (2, 7, 6, 3), rng)
 
@@ -52,7 +52,7 @@ def test_maxpool(pool_size, strides, padding, rng):
 @pytest.mark.parametrize("activation", [None, "relu", "softmax", "sigmoid", "tanh"])
 def test_dense(activation, rng):
     layer = layers.Dense(5, activation=activation, dtype="float64")
-    layer.build((7,))
+    layer.build((None, 7))
     layer.params["bias"][:] = rng.normal(size=5)
     check(layer, (3, 7), rng)
 
@@ -75,10 +75,9 @@ def test_gradcheck_detects_a_wrong_backward(rng):
     """The checker itself must fail on a broken layer, or the tests above prove nothing."""
 
     class BrokenDense(layers.Dense):
-        def backward_preactivation(self, dz):
-            dx = super().backward_preactivation(dz)
-            self.grads["kernel"] = self.grads["kernel"] * 1.01
-            return dx
+        def _affine_backward(self, dz, ctx):
+            dx, dkernel = super()._affine_backward(dz, ctx)
+            return dx, dkernel * 1.01
 
     errors = gradcheck(BrokenDense(4, dtype="float64"), distinct_values((3, 5), rng))
     assert errors["kernel"] > 1e-3

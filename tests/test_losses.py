@@ -76,19 +76,47 @@ def test_gradient_matches_finite_differences(loss_cls, from_logits, batch, rng):
     y_pred = logits if from_logits else rng.uniform(0.05, 1.0, size=logits.shape)
     loss = loss_cls(from_logits=from_logits)
     numeric = numeric_gradient(lambda p: loss(target, p), y_pred)
-    assert rel_error(loss.gradient(target, y_pred), numeric) < 1e-7
+    value, grad = loss.value_and_gradient(target, y_pred)
+    assert value == pytest.approx(loss(target, y_pred), rel=1e-12)
+    assert rel_error(grad, numeric) < 1e-7
+    weights = rng.uniform(0, 2, size=len(y_pred))
+    numeric = numeric_gradient(lambda p: loss(target, p, sample_weight=weights), y_pred)
+    value, grad = loss.value_and_gradient(target, y_pred, weights)
+    assert value == pytest.approx(loss(target, y_pred, sample_weight=weights), rel=1e-12)
+    assert rel_error(grad, numeric) < 1e-7
 
 
 @pytest.mark.parametrize("loss_cls", [losses.SparseCategoricalCrossentropy,
                                       losses.CategoricalCrossentropy])
-def test_fused_softmax_gradient_is_p_minus_onehot_over_n(loss_cls, batch):
+def test_softmax_logits_shortcut_gradient_is_p_minus_onehot_over_n(loss_cls, batch, rng):
+    """The model's shortcut for a softmax output: value and gradient from the logits."""
     logits, labels, onehot = batch
     target = labels if loss_cls is losses.SparseCategoricalCrossentropy else onehot
     loss = loss_cls()
-    fused = loss.gradient_through_softmax(target, softmax(logits))
-    np.testing.assert_allclose(fused, (softmax(logits) - onehot) / 5, rtol=1e-12)
+    assert loss.logits_activation == "softmax"
+    assert loss_cls(from_logits=True).logits_activation is None
+    value, dlogits = loss.value_and_gradient_from_logits(target, logits)
+    np.testing.assert_allclose(dlogits, (softmax(logits) - onehot) / 5, rtol=1e-12)
+    assert value == pytest.approx(loss(target, softmax(logits)), rel=1e-9)
     numeric = numeric_gradient(lambda z: loss(target, softmax(z)), logits)
-    assert rel_error(fused, numeric) < 1e-7
+    assert rel_error(dlogits, numeric) < 1e-7
+    weights = rng.uniform(0, 2, size=5)
+    value, dlogits = loss.value_and_gradient_from_logits(target, logits, weights)
+    np.testing.assert_allclose(dlogits, (softmax(logits) - onehot) * weights[:, None] / 5,
+                               rtol=1e-12)
+    assert value == pytest.approx(loss(target, softmax(logits), sample_weight=weights),
+                                  rel=1e-9)
+
+
+def test_sample_weights_reduce_as_keras_sum_over_batch_size(batch):
+    """Keras divides the weighted sum by the batch size, not by the sum of the weights."""
+    logits, labels, _ = batch
+    p = softmax(logits)
+    loss = losses.SparseCategoricalCrossentropy()
+    per_sample = -np.log(p[np.arange(5), labels])
+    weights = np.array([1.0, 0.0, 2.0, 0.5, 0.0])
+    assert loss(labels, p, sample_weight=weights) == pytest.approx(
+        np.sum(per_sample * weights) / 5, rel=1e-6)
 
 
 def test_functional_forms_and_names():

@@ -199,7 +199,8 @@ def test_unbuilt_model_builds_from_data(rng):
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     x, y = toy_data(rng, 20)
     model.fit(x, y, verbose=0)
-    assert model.input_shape == (8, 8, 1) and model.count_params() == 64 * 3 + 3
+    assert model.input_shape == (None, 8, 8, 1) and model.count_params() == 64 * 3 + 3
+    assert model.output_shape == (None, 3)
 
 
 def test_sgd_and_categorical_train(rng):
@@ -228,7 +229,7 @@ def test_early_stopping_restores_best_weights(rng):
     history = model.fit(x, y, epochs=30, batch_size=8, verbose=0,
                         callbacks=[recorder, stopper])
     losses = history.history["loss"]
-    assert stopper.stopped_epoch is not None and len(losses) < 30
+    assert stopper.stopped_epoch > 0 and len(losses) < 30
     best = int(np.argmin(losses))
     assert losses[-1] >= losses[best] and len(losses) == best + 2
     for got, want in zip(model.get_weights(), recorder.weights[best], strict=True):
@@ -251,12 +252,45 @@ def test_nan_loss_stops_training_with_a_clear_message(rng):
     model = models.Sequential([layers.Flatten(input_shape=(8, 8, 1)), layers.Dense(3)])
     model.compile(optimizer=optimizers.SGD(learning_rate=1e38),
                   loss=losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = model.get_weights()
     with np.errstate(all="ignore"), pytest.raises(
             models.LossNotFiniteError, match=r"loss became nan at epoch 1, batch 2") as info:
         model.fit(x, y, epochs=3, batch_size=4, verbose=0, shuffle=False)
-    assert "learning rate" in str(info.value)
-    assert model.optimizer.iterations == 1  # the bad batch's update was not applied
+    assert "learning rate" in str(info.value) and "restored" in str(info.value)
     assert info.value.history.history == {}  # no epoch finished
+    # The weights (finite but huge after the one update) are put back to the epoch's start.
+    for got, want in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert model.optimizer.iterations == 0
+    assert np.isfinite(model.predict(x, verbose=0)).all()
+
+
+def test_nan_in_a_later_epoch_leaves_the_model_as_the_last_finished_epoch(rng):
+    x, y = toy_data(rng, 32)
+    model = small_model()
+
+    class Sabotage(callbacks.Callback):
+        """Keeps the weights at each epoch's end; in epoch 3, after batch 1, blows them up."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.kept = self.model.get_weights()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 2 and batch == 0:
+                self.model.layers[-1].params["kernel"][...] = np.inf
+
+    saboteur = Sabotage()
+    with np.errstate(all="ignore"), pytest.raises(models.LossNotFiniteError,
+                                                  match="epoch 3, batch 2") as info:
+        model.fit(x, y, epochs=5, batch_size=8, verbose=0, callbacks=[saboteur])
+    assert len(info.value.history.history["loss"]) == 2
+    for got, want in zip(model.get_weights(), saboteur.kept, strict=True):
+        np.testing.assert_array_equal(got, want)  # the state at the end of epoch 2
+    assert model.optimizer.iterations == 2 * 4
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)  # and training can go on from there
 
 
 def test_progress_bar_keras_format_one_line_per_epoch(rng, capsys):
@@ -298,6 +332,8 @@ def test_train_on_batch_returns_loss_and_accuracy(rng):
 def test_first_layer_skips_the_input_gradient(rng):
     x, y = toy_data(rng, 8)
     model = small_model()
-    model.train_on_batch(x, y)
-    assert model.layers[0].compute_input_gradient is False
-    assert model._backward(y, model._forward(x, training=True)) is None
+    y_pred, tape = model.forward(x.astype(np.float32), training=True)
+    assert tape.contexts[0].need_input_grad is False  # nobody needs dL/d(images)
+    assert tape.contexts[1].need_input_grad is True
+    grads, dx = model.backward(np.ones_like(y_pred), tape, return_input_grads=True)
+    assert dx is None and all(g is not None for g in grads)

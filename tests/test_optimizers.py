@@ -76,11 +76,56 @@ def test_state_round_trip(rng):
         a.apply_gradients([(g, wa)])
         b.apply_gradients([(g, wb)])
     restored = optimizers.Adam()
-    restored.set_state(b.get_state())
+    restored.set_state(b.get_state([wb]), [wb])
     for g in grads[2:]:
         a.apply_gradients([(g, wa)])
         restored.apply_gradients([(g, wb)])
     np.testing.assert_array_equal(wa, wb)
+
+
+def test_slots_belong_to_their_parameter_whatever_the_order(rng):
+    """State is keyed by the parameter array, not its position in the list: a step that
+    leaves one parameter out (a frozen layer) and a step in another order update the same
+    slots as steps over the full list in the original order."""
+    a_params = [rng.normal(size=(3, 2)), rng.normal(size=4), rng.normal(size=(2, 2))]
+    b_params = [p.copy() for p in a_params]
+    grads = [[rng.normal(size=p.shape) for p in a_params] for _ in range(3)]
+    a, b = optimizers.Adam(learning_rate=0.1), optimizers.Adam(learning_rate=0.1)
+    for step in grads:
+        a.apply_gradients(zip(step, a_params, strict=True))
+        b.apply_gradients(reversed(list(zip(step, b_params, strict=True))))
+    for pa, pb in zip(a_params, b_params, strict=True):
+        np.testing.assert_allclose(pa, pb, rtol=1e-12)
+    frozen = optimizers.Adam(learning_rate=0.1)
+    frozen.apply_gradients([(grads[0][0], a_params[0]), (grads[0][1], a_params[1])])
+    frozen.apply_gradients([(grads[1][1], a_params[1])])  # the first parameter is frozen
+    assert frozen.get_slots(a_params[2]) is None
+    m0 = frozen.get_slots(a_params[0])[0]
+    np.testing.assert_allclose(m0, 0.1 * grads[0][0])  # untouched by the second step
+
+
+def test_mismatched_gradient_is_refused_before_any_update(rng):
+    w = rng.normal(size=(3, 2))
+    before = w.copy()
+    adam = optimizers.Adam()
+    with pytest.raises(ValueError, match=r"gradient of \(2, 3\) float64 .* \(3, 2\)"):
+        adam.apply_gradients([(np.ones((2, 3)), w)])
+    with pytest.raises(ValueError, match="float32"):
+        adam.apply_gradients([(np.ones((3, 2), np.float32), w)])
+    np.testing.assert_array_equal(w, before)
+    with pytest.raises(ValueError, match="slot 'm' of shape"):
+        adam.set_slots(w, [np.zeros(6), np.zeros((3, 2))])
+
+
+def test_numpy_scalars_are_accepted_and_bools_refused():
+    """Regression: Adam(beta_1=np.float32(0.9)) and SGD(learning_rate=np.int64(1)) were
+    refused; True must not pass as a number."""
+    adam = optimizers.Adam(learning_rate=np.float64(1e-3), beta_1=np.float32(0.9))
+    assert type(adam.beta_1) is float and adam.beta_1 == pytest.approx(0.9)
+    sgd = optimizers.SGD(learning_rate=np.int64(1), momentum=np.float32(0.5))
+    assert sgd.get_config()["learning_rate"] == 1.0
+    with pytest.raises(TypeError, match="learning_rate must be a number > 0, got bool True"):
+        optimizers.SGD(learning_rate=True)
 
 
 @pytest.mark.parametrize("make", [lambda: optimizers.Adam(learning_rate=-1),

@@ -1,5 +1,8 @@
 """minicnn.parallel: a training step split over threads equals the one-thread step (to float
-rounding), is deterministic, falls back cleanly, and leaves the layers' public API alone."""
+rounding), is deterministic, falls back cleanly, gives layers whole-batch sums (allreduce), and
+needs nothing from the layers but their public forward/backward."""
+
+import threading
 
 import numpy as np
 import pytest
@@ -43,14 +46,22 @@ def small_model(loss="sparse_categorical_crossentropy", last=None):
 
 
 def with_threads(model, n):
-    model._batch_split().threads = n
+    model.strategy.threads = n
     return model
 
 
+def shards(model, n):
+    return model.strategy.shards_for(n, model.flops())
+
+
 def step_grads(model, x, y):
-    """Run one training step; returns (loss, correct, grads after the step, weights after)."""
-    loss, correct = model._train_step(x, y)
-    grads = [layer.grads[key].copy() for layer in model.layers for key in layer.params]
+    """One training step from the public pieces -> (loss, correct, grads, weights after)."""
+    y_pred, tape = model.forward(x, training=True)
+    loss, dy, from_logits = model.compute_loss_and_gradient(y, y_pred, None, tape)
+    labels = y if y.ndim == 1 else y.argmax(1)
+    correct = int((y_pred.argmax(1) == labels).sum())
+    grads = [g.copy() for g in model.backward(dy, tape, from_logits)]
+    model.optimizer.apply_gradients(zip(grads, model.trainable_weights, strict=True))
     return loss, correct, grads, model.get_weights()
 
 
@@ -63,7 +74,7 @@ def test_split_step_equals_the_one_thread_step(dtype, rtol, n, threads, rng):
     for t in (1, threads):
         minicnn.set_random_seed(4)
         model = with_threads(tutorial_model(dtype), t)
-        assert model._batch_split().shards_for(n) == t
+        assert shards(model, n) == t
         runs.append([step_grads(model, x, y) for _ in range(2)])  # second step: new weights
     for (loss1, correct1, grads1, _), (loss2, correct2, grads2, _) in zip(*runs, strict=True):
         assert correct1 == correct2
@@ -105,12 +116,11 @@ def test_split_training_is_bit_identical_per_seed_and_differs_from_one_thread(rn
     for key, t in (("a", 2), ("b", 2), ("one", 1)):
         minicnn.set_random_seed(9)
         model = small_model()
-        model._batch_split().threads = t
-        # fit re-reads MINICNN_THREADS; pin the count through the environment instead.
+        # fit re-reads MINICNN_THREADS; pin the count through the environment.
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("MINICNN_THREADS", str(t))
             model.fit(x, y, epochs=2, batch_size=32, verbose=0)
-        assert model._batch_split().threads == t
+        assert model.strategy.threads == t
         weights[key] = model.get_weights()
     for a, b in zip(weights["a"], weights["b"], strict=True):
         np.testing.assert_array_equal(a, b)
@@ -127,7 +137,7 @@ def test_predict_and_evaluate_split_equal_one_thread(rng):
     for t in (1, 2):
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("MINICNN_THREADS", str(t))
-            out[t] = model.predict(x), model.evaluate(x, y, verbose=0)
+            out[t] = model.predict(x, verbose=0), model.evaluate(x, y, verbose=0)
     np.testing.assert_allclose(out[2][0], out[1][0], rtol=1e-5, atol=1e-7)
     assert out[2][1][1] == out[1][1][1]
     assert out[2][1][0] == pytest.approx(out[1][1][0], rel=1e-5)
@@ -136,21 +146,19 @@ def test_predict_and_evaluate_split_equal_one_thread(rng):
 def test_models_with_little_work_are_not_split(monkeypatch):
     monkeypatch.setattr(parallel, "MIN_FLOPS_PER_SHARD", 50e6)
     small, big = with_threads(small_model(), 4), with_threads(tutorial_model(), 4)
-    assert small._batch_split().shards_for(1024) == 1  # ~3 kFLOP per image
-    assert sum(layer.flops() for layer in big.layers) == 4_462_024
+    assert shards(small, 1024) == 1  # ~3 kFLOP per image
+    assert big.flops() == 4_462_024
     # 16 samples would make 2 shards of 8, but 71 MFLOP < 2 x 50; 32 samples: 4 by count,
     # 2 by work (142.8 MFLOP).
-    assert [big._batch_split().shards_for(n) for n in (16, 23, 24, 32, 45)] == [1, 2, 2, 2, 4]
+    assert [shards(big, n) for n in (16, 23, 24, 32, 45)] == [1, 2, 2, 2, 4]
 
 
 def test_small_batches_and_one_thread_are_not_split(monkeypatch):
     model = small_model()
     split = with_threads(model, 2)
-    assert [split._batch_split().shards_for(n) for n in (1, 8, 15, 16, 17, 64)] == \
-        [1, 1, 1, 2, 2, 2]
-    model._batch_split().threads = 4
-    assert [model._batch_split().shards_for(n) for n in (15, 16, 24, 31, 32, 1000)] == \
-        [1, 2, 3, 3, 4, 4]
+    assert [shards(split, n) for n in (1, 8, 15, 16, 17, 64)] == [1, 1, 1, 2, 2, 2]
+    model.strategy.threads = 4
+    assert [shards(model, n) for n in (15, 16, 24, 31, 32, 1000)] == [1, 2, 3, 3, 4, 4]
     monkeypatch.setenv("MINICNN_THREADS", "1")
     assert parallel.default_threads() == 1
     monkeypatch.setenv("MINICNN_THREADS", "3")
@@ -184,10 +192,10 @@ def test_busy_workers_fall_back_to_the_exact_one_thread_step(rng):
 class FailOnNegative(layers.Flatten):
     """Raises in forward when its input holds a negative value (only in one shard below)."""
 
-    def forward(self, x, training=False):
+    def forward(self, x, ctx):
         if np.any(x < 0):
             raise ValueError("FailOnNegative: negative input")
-        return super().forward(x, training)
+        return super().forward(x, ctx)
 
 
 def test_an_error_in_a_worker_reaches_the_caller_and_the_pool_still_works(rng):
@@ -199,46 +207,101 @@ def test_an_error_in_a_worker_reaches_the_caller_and_the_pool_still_works(rng):
     y = rng.integers(0, 3, 32)
     x[20] = -1  # a row of the second shard (rows 16..31): the worker raises
     with pytest.raises(ValueError, match="negative input"):
-        model._train_step(x, y)
+        model.train_step((x, y))
+    assert not parallel._get_pool().busy.locked()
     x[20] = 0.5
-    loss, _ = model._train_step(x, y)
-    assert np.isfinite(loss)
+    logs = model.train_step((x, y))
+    assert np.isfinite(logs["loss"])
     assert not parallel._get_pool().busy.locked()
 
 
-def test_replica_shares_params_but_not_state(rng):
-    layer = layers.Conv2D(3, 3, activation="relu")
-    layer.build((6, 6, 2))
-    layer.forward = lambda x, training=False: None  # an instance wrapper, as profiling adds
-    twin = layer.replica()
-    assert twin.params is layer.params
-    assert twin.grads is not layer.grads and twin.grads["kernel"] is not layer.grads["kernel"]
-    assert twin._workspace is not layer._workspace
-    assert "forward" not in vars(twin)  # the class's own forward runs in the replica
-    del layer.forward
-    x = rng.random((4, 6, 6, 2)).astype(np.float32)
-    y = layer.forward(x, training=True).copy()
-    np.testing.assert_array_equal(twin.forward(x[:2], training=True), y[:2])
-    dy = rng.random(y.shape).astype(np.float32)
-    layer.backward(dy)
-    kept = layer.grads["kernel"].copy()
-    twin.backward(dy[:2])
-    np.testing.assert_array_equal(layer.grads["kernel"], kept)  # untouched by the twin
-    assert not np.array_equal(twin.grads["kernel"], kept)
+class Center(layers.Layer):
+    """y = x - mean over the whole batch (a BatchNormalization-like whole-batch statistic):
+    the mean comes from ctx.allreduce, so it must not depend on how the batch is split."""
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def forward(self, x, ctx):
+        count = ctx.allreduce(np.array([float(len(x))]))[0]
+        mean = ctx.allreduce(x.sum(axis=0)) / count
+        ctx.save(count)
+        return x - mean
+
+    def backward(self, dy, ctx):
+        (count,) = ctx.saved
+        return dy - ctx.allreduce(dy.sum(axis=0)) / count
 
 
-def test_replicas_follow_a_model_change(rng):
-    model = with_threads(small_model(), 2)
-    x = rng.random((32, 8, 8, 1)).astype(np.float32)
-    y = rng.integers(0, 3, 32)
-    model._train_step(x, y)
-    first = model._batch_split()._shards[1]
-    model._train_step(x, y)
-    assert model._batch_split()._shards[1] is first  # reused between steps
-    model.layers[-1].params = {k: v.copy() for k, v in model.layers[-1].params.items()}
-    model._train_step(x, y)
-    assert model._batch_split()._shards[1] is not first
-    assert model._batch_split()._shards[1][-1].params is model.layers[-1].params
+@pytest.mark.parametrize("threads", [2, 3])
+def test_whole_batch_statistics_through_allreduce_match_the_unsplit_pass(threads, rng):
+    x = rng.random((30, 8, 8, 1))
+    y = rng.integers(0, 3, 30)
+    runs = []
+    for t in (1, threads):
+        minicnn.set_random_seed(5)
+        model = models.Sequential([layers.Conv2D(3, 3, input_shape=(8, 8, 1)), Center(),
+                                   layers.Flatten(), layers.Dense(3, activation="softmax")],
+                                  dtype="float64")
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        with_threads(model, t)
+        assert shards(model, 30) == t
+        runs.append(step_grads(model, x, y))
+    assert runs[1][0] == pytest.approx(runs[0][0], rel=1e-12)
+    for g1, g2 in zip(runs[0][2], runs[1][2], strict=True):
+        np.testing.assert_allclose(g2, g1, rtol=1e-10, atol=1e-12)
+
+
+class CenterThenFail(Center):
+    """Fails in one shard before its allreduce: the other shards must not wait forever."""
+
+    def forward(self, x, ctx):
+        if ctx.shard_index == 1:
+            raise ValueError("CenterThenFail: shard 1 fails")
+        return super().forward(x, ctx)
+
+
+def test_a_shard_failing_before_an_allreduce_does_not_deadlock(rng):
+    model = models.Sequential([layers.Flatten(input_shape=(4, 4, 1)), CenterThenFail(),
+                               layers.Dense(2, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy")
+    with_threads(model, 2)
+    x, y = rng.random((32, 4, 4, 1)).astype(np.float32), rng.integers(0, 2, 32)
+    with pytest.raises(ValueError, match="shard 1 fails"):
+        model.train_step((x, y))
+    assert not parallel._get_pool().busy.locked()
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_one_model_serves_many_threads_at_once(threads, rng, monkeypatch):
+    """Layers keep no per-call state: threads predicting through the same layer objects at
+    the same time get what they would get alone: exactly, when no batch is split (with
+    splitting, a call that finds the workers busy runs unsplit: float rounding differs)."""
+    monkeypatch.setenv("MINICNN_THREADS", threads)
+    minicnn.set_random_seed(0)
+    model = tutorial_model()
+    inputs = [rng.random((n, 28, 28, 1)).astype(np.float32) for n in (1, 5, 40, 130)]
+    expected = [model.predict(x, verbose=0) for x in inputs]
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            for _ in range(5):
+                results[i] = model.predict(inputs[i % 4], verbose=0)
+                if threads == "1":
+                    np.testing.assert_array_equal(results[i], expected[i % 4])
+                else:
+                    np.testing.assert_allclose(results[i], expected[i % 4], rtol=1e-5,
+                                               atol=1e-7)
+        except BaseException as exc:  # collected: the main thread fails the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
 
 
 def test_profile_with_split_rows_add_up(monkeypatch):

@@ -14,8 +14,8 @@ from minicnn import plot
 
 # --------------------------------------------------------------------------------------------
 # Hand-made layers with chosen kernels (identity, edge, ...), so the plotted values can be
-# checked against plain NumPy math; the plot functions only use .layers, .name, .forward and
-# .get_weights. The real minicnn Sequential is tested at the end of this file.
+# checked against plain NumPy math; the plot functions only use .layers, .name, .get_weights
+# and the model's .layer_outputs. The real minicnn Sequential is tested at the end of this file.
 # --------------------------------------------------------------------------------------------
 
 
@@ -62,10 +62,22 @@ class Dense:
 
 
 class _StandInModel:
-    """Stand-in for Sequential: only `.layers` is used by minicnn.plot."""
+    """Stand-in for Sequential: `.layers` and `.layer_outputs` are what minicnn.plot uses."""
 
     def __init__(self, layers):
         self.layers = layers
+
+    def layer_outputs(self, x, names):
+        """Runs the layers in order until every named one has run (as the real model does,
+        minus the layers after: the Dense stand-in must never run)."""
+        outputs, wanted = {}, set(names)
+        for layer in self.layers:
+            if not wanted - set(outputs):
+                break
+            x = layer.forward(x)
+            if layer.name in wanted:
+                outputs[layer.name] = x
+        return outputs
 
 
 # --------------------------------------------------------------------------------------------
@@ -509,7 +521,8 @@ def test_feature_maps_bad_inputs(digits, rng):
     with pytest.raises(TypeError, match="must have a `.layers`"):
         plot.plot_feature_maps(object(), image)
     # The model rejects the input: the error names the layer and the shape it got.
-    with pytest.raises(ValueError, match=r"layer 0 'conv_a'.*\(1, 28, 28, 3\)"):
+    with pytest.raises(ValueError, match=r"model failed on input of shape \(1, 28, 28, 3\)"
+                                         r".*conv_a"):
         plot.plot_feature_maps(model, np.zeros((28, 28, 3)))
 
 

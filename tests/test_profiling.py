@@ -38,7 +38,7 @@ def test_fit_profile_rows_cover_every_layer_and_add_up():
     # Batches of 16 are split over the threads (minicnn.parallel) when there are 2 or more:
     # the profile then has two rows more, for waiting on the other shards and adding their
     # gradients.
-    assert prof.shards == model._batch_split().shards_for(16)
+    assert prof.shards == model.strategy.shards_for(16, model.flops())
     split_rows = ["shards: wait", "shards: sum gradients"] if prof.shards > 1 else []
     expected = (["data: shuffle", "data: gather"] + [f"{n} forward" for n in names]
                 + ["loss + metrics"] + [f"{n} backward" for n in reversed(names)]

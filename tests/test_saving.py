@@ -116,12 +116,14 @@ def test_round_trip_predictions_config_and_compile_settings(make, tmp_path):
     assert type(loaded.optimizer) is type(model.optimizer)
     assert loaded.optimizer.get_config() == model.optimizer.get_config()
     assert loaded.loss.get_config() == model.loss.get_config()
-    assert loaded.metrics == model.metrics
-    state, loaded_state = model.optimizer.get_state(), loaded.optimizer.get_state()
+    assert [m.name for m in loaded.metrics] == [m.name for m in model.metrics]
+    state = model.optimizer.get_state(model.weights)
+    loaded_state = loaded.optimizer.get_state(loaded.weights)
     assert loaded_state["iterations"] == state["iterations"] == -(-len(x) // 8)
     assert len(loaded_state["slots"]) == len(state["slots"])
     for slot, loaded_slot in zip(state["slots"], loaded_state["slots"], strict=True):
-        for a, b in zip(slot, loaded_slot, strict=True):
+        assert (slot is None) == (loaded_slot is None)
+        for a, b in zip(slot or [], loaded_slot or [], strict=True):
             np.testing.assert_array_equal(a, b)
     # evaluate agrees too (same loss object, same metrics)
     assert loaded.evaluate(x, y, verbose=0) == model.evaluate(x, y, verbose=0)
@@ -202,8 +204,14 @@ def test_file_layout_names_weights_by_layer_and_parameter(tmp_path):
     assert header["config"] == model.get_config()
     assert header["compile"]["optimizer"]["name"] == "adam"
     assert header["compile"]["loss"]["name"] == "sparse_categorical_crossentropy"
-    assert header["optimizer_state"] == {"iterations": 1, "slots": [2] * 10}
-    assert len([f for f in files if f.startswith("optimizer/")]) == 20  # Adam: m and v each
+    paths = [f"{layer.name}/{name}" for layer in model.layers for name in layer.params]
+    assert header["optimizer_state"] == {"iterations": 1, "slots": dict.fromkeys(paths, 2)}
+    assert {f for f in files if f.startswith("optimizer/")} == {
+        f"optimizer/{path}/{j}" for path in paths for j in (0, 1)}  # Adam: m and v each
+    layer = model.layers[0]
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "m.npz")[f"optimizer/{layer.name}/kernel/1"],
+        model.optimizer.get_slots(layer.kernel)[1])
 
 
 def test_save_weights_and_load_weights_into_a_new_model(tmp_path, rng):
@@ -421,7 +429,7 @@ def test_npz_without_minicnn_header_is_rejected(tmp_path):
     expect_clear_error(path, r"not a minicnn model \(it has no minicnn header\)")
 
 
-@pytest.mark.parametrize("version", [2, 99, 0, "1", None, True])
+@pytest.mark.parametrize("version", [3, 99, 0, "1", None, True])
 def test_unknown_format_versions_are_rejected(saved, version):
     path, _, _ = saved
 
@@ -432,7 +440,7 @@ def test_unknown_format_versions_are_rejected(saved, version):
             header["version"] = version
 
     rewrite(path, change)
-    message = expect_clear_error(path, rf"format version {version!r}.*reads version 1")
+    message = expect_clear_error(path, rf"format version {version!r}.*reads versions 1 to 2")
     assert "Upgrade minicnn" in message
 
 
@@ -503,16 +511,26 @@ def _unknown_loss(arrays, header):
     header["compile"]["loss"] = {"name": "hinge"}
 
 
+def _first_slot(arrays, suffix):
+    return next(key for key in sorted(arrays) if key.startswith("optimizer/")
+                and key.endswith(suffix))
+
+
 def _slot_wrong_shape(arrays, header):
-    arrays["optimizer/0000/1"] = arrays["optimizer/0000/1"][..., :1]
+    key = _first_slot(arrays, "/kernel/1")
+    arrays[key] = arrays[key][..., :1]
 
 
 def _slot_missing(arrays, header):
-    del arrays["optimizer/0003/0"]
+    del arrays[_first_slot(arrays, "/bias/0")]
 
 
 def _slot_count_wrong(arrays, header):
     header["optimizer_state"]["slots"] = [2, 2]
+
+
+def _slot_for_unknown_weight(arrays, header):
+    header["optimizer_state"]["slots"]["nope/kernel"] = 2
 
 
 def _iterations_bad(arrays, header):
@@ -529,15 +547,16 @@ CORRUPTIONS = [
     (_nan_weight, r"does not fit the model.*bias contains NaN"),
     (_int_weight, r"stores 'layers/.*/bias' as int32; weights are floats"),
     (_unknown_layer, r"invalid architecture.*unknown layer class 'os.system'"),
-    (_bad_layer_argument, r"invalid architecture.*filters must be a positive int"),
+    (_bad_layer_argument, r"invalid architecture.*filters must be an int >= 1, got str"),
     (_unexpected_layer_argument, r"invalid architecture.*TypeError.*exec"),
     (_config_not_a_dict, r"invalid architecture"),
     (_unknown_optimizer, r"invalid compile settings.*adamw"),
     (_bad_optimizer_argument, r"invalid compile settings.*learning_rate must be"),
     (_unknown_loss, r"invalid compile settings.*hinge"),
-    (_slot_wrong_shape, r"optimizer state 'optimizer/0000/1' of shape \(3, 3, 1, 1\)"),
-    (_slot_missing, r"lacks the array 'optimizer/0003/0'"),
-    (_slot_count_wrong, r"optimizer state for 2 parameters, but the model trains 4"),
+    (_slot_wrong_shape, r"optimizer state 'optimizer/conv2d.*/kernel/1' of shape \(3, 3, 1, 1\)"),
+    (_slot_missing, r"lacks the array 'optimizer/.*/bias/0'"),
+    (_slot_count_wrong, r"invalid optimizer state description \[2, 2\]"),
+    (_slot_for_unknown_weight, r"optimizer state for unknown weights \['nope/kernel'\]"),
     (_iterations_bad, r"invalid optimizer step count -5"),
     (_state_missing, r"compile settings but no optimizer state"),
 ]
@@ -549,6 +568,28 @@ def test_inconsistent_contents_are_rejected(saved, change, pattern):
     path, _, _ = saved
     rewrite(path, change)
     expect_clear_error(path, pattern)
+
+
+def test_version_1_files_with_positional_optimizer_state_still_load(saved):
+    """Files from before slots were keyed by weight path: slot i belonged to trainable
+    parameter i. They load with every moment on its own weight."""
+    path, model, x = saved
+    paths = [f"{layer.name}/{name}" for layer in model.layers for name in layer.params]
+
+    def to_version_1(arrays, header):
+        for i, weight_path in enumerate(paths):
+            for j in (0, 1):
+                arrays[f"optimizer/{i:04d}/{j}"] = arrays.pop(f"optimizer/{weight_path}/{j}")
+        header["version"] = 1
+        header["optimizer_state"]["slots"] = [2] * len(paths)
+
+    rewrite(path, to_version_1)
+    loaded = models.load_model(path)
+    for param, loaded_param in zip(model.weights, loaded.weights, strict=True):
+        for a, b in zip(model.optimizer.get_slots(param), loaded.optimizer.get_slots(loaded_param),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
 def test_missing_file_and_folder(tmp_path):

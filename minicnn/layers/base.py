@@ -1,23 +1,29 @@
 """The one interface every layer follows.
 
-    layer.build(input_shape)        # shape without the batch axis; creates layer.params
-    y  = layer.forward(x, training)  # caches on the layer what backward needs
-    dx = layer.backward(dy)          # fills layer.grads (keys/shapes as params), returns dL/dx
+    layer.build(input_shape)          # shape with the batch axis, e.g. (None, 28, 28, 1)
+    y  = layer.forward(x, ctx)        # saves into ctx what backward needs
+    dx = layer.backward(dy, ctx)      # writes dL/dparam into ctx.grads, returns dL/dx
 
-backward never updates weights: that is the optimizer's job. No layer divides by the batch
-size: the loss does that once. `layer(x)` is the checked entry point for direct use (it builds,
-validates and converts x); `forward` is the unchecked fast path the model calls.
+A layer owns its parameters (``layer.params``, arrays in Keras's order), its configuration and
+its shape rules, and calls ops (minicnn.ops) for the math. It keeps nothing of a call: every
+call gets its own ``ctx`` (minicnn.graph.Context), so one layer object can run in several
+threads and several models at once. backward never updates weights (the optimizer does) and
+never divides by the batch size (the loss does). ``layer(x)`` is the checked entry point for
+direct use on arrays; models call ``forward``/``backward``.
+
+Writing a layer: set ``params`` through ``weight_shapes`` (+ ``initializer_for``), implement
+``compute_output_shape``, ``forward`` and ``backward`` with ops, and add its arguments to
+``get_config``. Names ending in non_trainable_names are state, not trained (moving averages).
 """
 
-import copy
 import re
-import types
 from collections import defaultdict
 
 import numpy as np
 
-from .. import activations, initializers
+from .. import arguments, initializers
 from ..backend import standardize_dtype
+from ..graph import Context
 
 _name_counts = defaultdict(int)
 
@@ -35,24 +41,6 @@ def unique_name(class_name):
     return base if count == 0 else f"{base}_{count}"
 
 
-def normalize_tuple(value, n, arg, where):
-    """An int or a length-n sequence of positive ints, as Keras accepts, -> tuple of n ints."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value),) * n
-    try:
-        items = tuple(value)
-    except TypeError:
-        items = ()
-    if len(items) != n or not all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in items
-    ):
-        raise ValueError(
-            f"{where}: {arg} must be a positive int or a tuple of {n} positive ints, "
-            f"got {value!r}. Example: {arg}=(3, 3) or {arg}=3."
-        )
-    return tuple(int(v) for v in items)
-
-
 def normalize_padding(padding, where):
     """'valid' or 'same' (any case), as Keras."""
     if isinstance(padding, str) and padding.lower() in ("valid", "same"):
@@ -60,62 +48,64 @@ def normalize_padding(padding, where):
     raise ValueError(f"{where}: padding must be 'valid' or 'same', got {padding!r}.")
 
 
-class Workspace:
-    """Scratch arrays a layer reuses between batches of the same shape (no per-batch malloc).
+def sample_shape(shape, where, arg="input_shape"):
+    """A per-sample shape (no batch axis): a tuple of positive ints, e.g. (28, 28, 1)."""
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        items = tuple(shape)
+    except TypeError:
+        items = None
+    if not items:
+        raise ValueError(f"{where}: {arg} must be a tuple of positive ints without the batch "
+                         f"axis, e.g. (28, 28, 1); got {shape!r}.")
+    try:
+        return tuple(arguments.integer(d, arg, where, minimum=1) for d in items)
+    except ValueError:
+        raise ValueError(f"{where}: {arg} must be a tuple of positive ints without the batch "
+                         f"axis, e.g. (28, 28, 1); got {shape!r}.") from None
 
-    ``ws.get(key)`` returns the dict of buffers for ``key`` (e.g. the input's shape and dtype),
-    creating an empty one on first use; the layer fills it on a miss. At most ``size`` keys are
-    kept (the training batch, the last short batch, the prediction batch); the oldest goes.
-    Large arrays from np.empty are fresh pages from the OS each time (page faults on every
-    touch), which cost as much as the arithmetic for MNIST-sized layers.
-    """
 
-    def __init__(self, size=3):
-        self.size = size
-        self._entries = {}
-
-    def get(self, key):
-        """(buffers dict, created: bool) for key."""
-        entry = self._entries.pop(key, None)
-        created = entry is None
-        if created:
-            entry = {}
-            while len(self._entries) >= self.size:
-                self._entries.pop(next(iter(self._entries)))
-        self._entries[key] = entry  # re-insert: most recently used last
-        return entry, created
-
-    def clear(self):
-        """Drop every buffer (e.g. after a large prediction batch)."""
-        self._entries.clear()
+def batch_shape(shape, where):
+    """A full shape with the batch axis first, as Keras's build takes: (None, 28, 28, 1).
+    The batch entry may be None or an int; it is returned as None."""
+    try:
+        items = tuple(shape)
+    except TypeError:
+        items = ()
+    if len(items) < 2:
+        raise ValueError(f"{where}: build expects a shape with the batch axis first, e.g. "
+                         f"(None, 28, 28, 1); got {shape!r}.")
+    return (None, *sample_shape(items[1:], where))
 
 
 class Layer:
-    """Base class. Subclasses set `params` in `_create_params` and implement forward/backward.
+    """Base class. Attributes: name, dtype (float32 or float64), trainable, built, input_shape
+    and output_shape (with the batch axis None, set by build), params (dict name -> array)."""
 
-    Attributes: name (str), dtype (float32 or float64), built (bool), input_shape and
-    output_shape (tuples without the batch axis, set by build), params and grads (dicts of
-    arrays keyed 'kernel'/'bias', empty for layers without weights).
-    compute_input_gradient: when False (the model's first layer), backward may skip dL/dx and
-    return None, saving the most expensive scatter of the step.
-    """
+    #: the activation this layer ends with ('softmax', ...), for the loss's logits shortcut
+    output_activation = None
+    #: names in params that are state, not trained (BatchNormalization's moving averages)
+    non_trainable_names = frozenset()
+    #: True for layers that draw random numbers in training (Dropout): each step gets a seed
+    stochastic = False
 
-    compute_input_gradient = True
-
-    def __init__(self, name=None, input_shape=None, dtype=None, trainable=True):
+    def __init__(self, name=None, input_shape=None, dtype=None, trainable=True, **kwargs):
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}: unknown keyword argument(s) "
+                            f"{', '.join(sorted(kwargs))}.")
         self.name = name if name is not None else unique_name(type(self).__name__)
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"{type(self).__name__}: name must be a non-empty str, got {name!r}.")
         self.dtype = standardize_dtype(dtype, f"{type(self).__name__} '{self.name}'")
-        self.trainable = bool(trainable)
+        self.trainable = arguments.boolean(trainable, "trainable", self.where)
         self.declared_input_shape = None
         if input_shape is not None:
-            self.declared_input_shape = self._check_shape_tuple(input_shape, "input_shape")
+            self.declared_input_shape = sample_shape(input_shape, self.where)
         self.built = False
         self.input_shape = None
         self.output_shape = None
         self.params = {}
-        self.grads = {}
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -126,52 +116,55 @@ class Layer:
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name!r} output_shape={self.output_shape}>"
 
-    def _check_shape_tuple(self, shape, arg):
-        try:
-            shape = tuple(shape)
-        except TypeError:
-            shape = None
-        if not shape or not all(
-            isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in shape
-        ):
-            raise ValueError(
-                f"{self.where}: {arg} must be a tuple of positive ints without the batch axis, "
-                f"e.g. (28, 28, 1); got {shape!r}."
-            )
-        return tuple(int(d) for d in shape)
-
     # -- building -----------------------------------------------------------------------------
     def build(self, input_shape):
-        """Create the parameters for inputs of `input_shape` (no batch axis) and fix shapes."""
-        input_shape = self._check_shape_tuple(input_shape, "input_shape")
+        """Create the parameters for inputs of `input_shape` (batch axis first, e.g.
+        (None, 28, 28, 1)) and fix the output shape. A built layer is never re-initialised."""
+        input_shape = batch_shape(input_shape, self.where)
         self._validate_input_shape(input_shape)
-        self._create_params(input_shape)
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.params = {name: self.initializer_for(name)(shape, self.dtype)
+                       for name, shape in self.weight_shapes(input_shape).items()}
         self.input_shape = input_shape
         self.output_shape = self.compute_output_shape(input_shape)
         self.built = True
 
+    def weight_shapes(self, input_shape):
+        """{name: shape} of the parameters for `input_shape`, in Keras's order, computed
+        without allocating anything (a model file is checked against it before loading)."""
+        return {}
+
+    def initializer_for(self, name):
+        """The initializer (shape, dtype) -> array of parameter `name`."""
+        raise NotImplementedError(f"{self.where}: no initializer for {name!r}.")
+
     def _validate_input_shape(self, input_shape):
         """Raise ValueError naming the layer if it cannot take inputs of this shape."""
 
-    def _create_params(self, input_shape):
-        """Fill self.params; layers without weights leave it empty."""
-
     def compute_output_shape(self, input_shape):
-        """Output shape (no batch axis) for an input shape (no batch axis)."""
+        """Output shape for an input shape (both with the batch axis)."""
         raise NotImplementedError
 
     # -- computation ----------------------------------------------------------------------------
-    def forward(self, x, training=False):
-        """x: (N, *input_shape) -> (N, *output_shape), same dtype. Caches what backward needs."""
+    def forward(self, x, ctx):
+        """x: (N, *input_shape[1:]) -> (N, *output_shape[1:]), same dtype."""
         raise NotImplementedError
 
-    def backward(self, dy):
-        """dy = dL/dy (N, *output_shape) -> dL/dx (N, *input_shape); fills self.grads."""
+    def backward(self, dy, ctx):
+        """dy = dL/dy -> dL/dx (None when not ctx.need_input_grad); parameter gradients go to
+        ctx.grads[name] (when ctx.need_param_grads)."""
         raise NotImplementedError
+
+    def output_logits(self, ctx):
+        """The input of this call's final softmax (layers whose output_activation is one)."""
+        raise ValueError(f"{self.where} does not end with an activation.")
+
+    def backward_from_logits(self, dz, ctx):
+        """Backward from dL/d(logits) of the final activation, skipping its Jacobian."""
+        raise ValueError(f"{self.where} does not end with an activation.")
 
     def __call__(self, x, training=False):
-        """Checked forward for direct use: builds on first call, validates x, converts dtype."""
+        """Checked forward for direct use on arrays: builds on first call, validates x,
+        converts its dtype and returns a new array, as `keras_layer(x)` does."""
         x = np.asarray(x)
         if x.ndim < 2:
             raise ValueError(
@@ -179,42 +172,42 @@ class Layer:
                 f"{x.shape}. Add a batch axis, e.g. x[None]."
             )
         if not self.built:
-            self.build(x.shape[1:])
-        elif tuple(x.shape[1:]) != self.input_shape:
+            self.build((None, *x.shape[1:]))
+        elif tuple(x.shape[1:]) != tuple(self.input_shape[1:]):
             raise ValueError(
                 f"{self.where}: built for inputs of shape "
-                f"(N, {', '.join(map(str, self.input_shape))}), got {x.shape}."
+                f"(N, {', '.join(map(str, self.input_shape[1:]))}), got {x.shape}."
             )
-        out = self.forward(np.ascontiguousarray(x, dtype=self.dtype), training=training)
-        # forward may return a workspace buffer that the next call overwrites; direct callers
-        # get their own array, as in Keras.
-        return out.copy()
-
-    # -- threads --------------------------------------------------------------------------------
-    def replica(self):
-        """A twin for another thread (see minicnn.parallel): it shares this layer's `params`
-        dict (read-only during a step) but has its own grads, caches and workspace buffers,
-        so two threads can run forward/backward on different samples at the same time.
-
-        Instance attributes that shadow methods (e.g. profiling's timed wrappers) are not
-        copied: the replica always runs the class's own forward and backward.
-        """
-        twin = copy.copy(self)
-        for key, value in list(vars(twin).items()):
-            if isinstance(getattr(type(self), key, None), types.FunctionType) and callable(value):
-                del twin.__dict__[key]
-        twin.grads = {key: np.zeros_like(value) for key, value in self.params.items()}
-        if isinstance(getattr(self, "_workspace", None), Workspace):
-            twin._workspace = Workspace(self._workspace.size)
-        return twin
+        ctx = Context(training=bool(training), need_input_grad=False, need_param_grads=False)
+        out = self.forward(np.ascontiguousarray(x, dtype=self.dtype), ctx)
+        return np.array(out)  # never a view of x
 
     # -- weights --------------------------------------------------------------------------------
+    @property
+    def weights(self):
+        """The parameter arrays themselves (not copies), in Keras's order."""
+        return list(self.params.values())
+
+    @property
+    def trainable_weights(self):
+        """The parameters the optimizer updates (none when trainable is False)."""
+        if not self.trainable:
+            return []
+        return [v for k, v in self.params.items() if k not in self.non_trainable_names]
+
+    @property
+    def non_trainable_weights(self):
+        """The parameters the optimizer leaves alone."""
+        trainable = {id(v) for v in self.trainable_weights}
+        return [v for v in self.params.values() if id(v) not in trainable]
+
     def get_weights(self):
         """Copies of the parameters in Keras's order: [kernel, bias] (or [] without weights)."""
         return [value.copy() for value in self.params.values()]
 
     def set_weights(self, weights):
-        """Load [kernel, bias] (Keras's order and shapes), copying into the existing arrays."""
+        """Load arrays in Keras's order and shapes, copying into the existing arrays (so the
+        optimizer's state stays attached to them)."""
         if not self.built:
             raise ValueError(
                 f"{self.where}: set_weights before the layer is built; build it first "
@@ -242,12 +235,12 @@ class Layer:
         return int(sum(v.size for v in self.params.values()))
 
     def flops(self):
-        """Forward floating-point operations per image (multiply-adds count 2), once built."""
+        """Forward floating-point operations per sample (a multiply-add counts 2), once built."""
         return 0
 
     # -- configuration --------------------------------------------------------------------------
     def get_config(self):
-        """JSON-serialisable constructor arguments; `type(layer)(**config)` rebuilds the layer."""
+        """Constructor arguments as plain JSON types; `type(layer)(**config)` rebuilds it."""
         config = {"name": self.name, "dtype": self.dtype.name, "trainable": self.trainable}
         if self.declared_input_shape is not None:
             config["input_shape"] = list(self.declared_input_shape)
@@ -260,31 +253,71 @@ class Layer:
 
 
 class ActivatedLayer(Layer):
-    """A layer computing y = activation(z) after an affine map z = f(x; params).
+    """A layer ending in y = activation(z + bias) (Conv2D, Dense): the activation is the op
+    ops.bias_activation_forward, fused with the bias in the fast backend.
 
-    The model's fused softmax + cross-entropy path calls `backward_preactivation` with
-    dL/dz directly, skipping the activation's Jacobian.
+    Subclasses implement ``forward`` (saving the bias_activation cache last in ctx.saved) and
+    ``_affine_backward(dz, ctx) -> (dx, dkernel)``; backward through the activation and the
+    bias is shared here.
     """
 
     def __init__(self, activation=None, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", use_bias=True, **kwargs):
         super().__init__(**kwargs)
+        from .. import activations
         self.activation = activations.get(activation, f"{self.where}: activation")
         self.kernel_initializer = initializers.get(kernel_initializer,
                                                    f"{self.where}: kernel_initializer")
         self.bias_initializer = initializers.get(bias_initializer,
                                                  f"{self.where}: bias_initializer")
-        self.use_bias = bool(use_bias)
-        self._output = None
+        self.use_bias = arguments.boolean(use_bias, "use_bias", self.where)
 
-    def backward(self, dy):
-        return self.backward_preactivation(self.activation.backward(dy, self._output))
+    @property
+    def output_activation(self):
+        return self.activation
 
-    def backward_preactivation(self, dz):
-        """dz = dL/dz for the pre-activation z -> dL/dx; fills self.grads."""
+    @property
+    def kernel(self):
+        """The kernel array (Keras's `layer.kernel`)."""
+        return self.params.get("kernel")
+
+    @property
+    def bias(self):
+        """The bias array, or None with use_bias=False."""
+        return self.params.get("bias")
+
+    def initializer_for(self, name):
+        return self.kernel_initializer if name == "kernel" else self.bias_initializer
+
+    def output_logits(self, ctx):
+        from .. import ops
+        return ops.activation_input(ctx.saved[-1])
+
+    def backward(self, dy, ctx):
+        # dz = dL/d(z + bias) through the activation (and dbias, its sum), then the affine map.
+        from .. import ops
+        dz, dbias = ops.bias_activation_backward(
+            dy, ctx.saved[-1], need_dbias=self.use_bias and ctx.need_param_grads)
+        return self._backward_from_dz(dz, dbias, ctx)
+
+    def backward_from_logits(self, dz, ctx):
+        dbias = dz.reshape(-1, dz.shape[-1]).sum(axis=0) if self.use_bias else None
+        return self._backward_from_dz(dz, dbias, ctx)
+
+    def _backward_from_dz(self, dz, dbias, ctx):
+        dx, dkernel = self._affine_backward(dz, ctx)
+        if ctx.need_param_grads:
+            ctx.grads["kernel"] = dkernel
+            if self.use_bias:
+                ctx.grads["bias"] = dbias
+        return dx
+
+    def _affine_backward(self, dz, ctx):
+        """dL/dz -> (dL/dx or None, dL/dkernel) through the layer's affine map."""
         raise NotImplementedError
 
     def get_config(self):
+        from .. import activations
         config = super().get_config()
         config.update(
             activation=activations.serialize(self.activation),
@@ -293,3 +326,39 @@ class ActivatedLayer(Layer):
             bias_initializer=initializers.serialize(self.bias_initializer),
         )
         return config
+
+
+class SlidingWindow:
+    """Mixin for layers that slide a window over (N, H, W, C) images (Conv2D, the poolings):
+    the input check, Keras's 'valid'/'same' geometry, and the pads fixed at build.
+
+    The class sets ``_window_arg`` (its argument's name, for messages) and ``_too_big_fix``;
+    the instance has ``_window()`` (KH, KW), ``strides`` and ``padding``.
+    """
+
+    _window_arg = "pool_size"
+    _too_big_fix = "a smaller pool_size, or fewer layers that shrink the image before this one"
+
+    def _check_image_input(self, input_shape, hint=""):
+        sample = input_shape[1:]
+        if len(sample) != 3:
+            raise ValueError(
+                f"{self.where}: expects inputs of shape (N, height, width, channels), got "
+                f"per-sample shape {sample}.{hint}"
+            )
+        window = self._window()
+        for axis, size, k in zip(("height", "width"), sample[:2], window, strict=True):
+            if self.padding == "valid" and k > size:
+                raise ValueError(
+                    f"{self.where}: {self._window_arg} {window} is bigger than the input {axis} "
+                    f"{size} (input shape {sample}). Use padding='same', {self._too_big_fix}."
+                )
+
+    def _geometry(self, input_shape):
+        from .. import ops
+        return ops.conv_geometry(tuple(input_shape[1:3]), self._window(), self.strides,
+                                 self.padding)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._pads = self._geometry(self.input_shape)[2]

@@ -2,16 +2,14 @@
 
 import math
 
-import numpy as np
-
-from .. import activations
+from .. import activations, arguments, ops
 from .base import ActivatedLayer, Layer
 
 
 class Dense(ActivatedLayer):
-    """Fully connected layer: y = activation(x @ kernel + bias).
+    """Fully connected layer on the last axis: y = activation(x @ kernel + bias).
 
-    x: (N, in) -> y: (N, units). kernel: (in, units), bias: (units,), as Keras.
+    x: (N, ..., in) -> y: (N, ..., units). kernel: (in, units), bias: (units,), as Keras.
     """
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
@@ -19,45 +17,32 @@ class Dense(ActivatedLayer):
         super().__init__(activation=activation, use_bias=use_bias,
                          kernel_initializer=kernel_initializer,
                          bias_initializer=bias_initializer, **kwargs)
-        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
-            raise ValueError(f"{self.where}: units must be a positive int, got {units!r}.")
-        self.units = int(units)
-        self._x = None
+        self.units = arguments.integer(units, "units", self.where, minimum=1)
 
-    def _validate_input_shape(self, input_shape):
-        if len(input_shape) != 1:
-            raise ValueError(
-                f"{self.where}: expects flat inputs (N, features), got per-sample shape "
-                f"{input_shape}. Add layers.Flatten() before this Dense layer."
-            )
-
-    def _create_params(self, input_shape):
-        shape = (input_shape[0], self.units)
-        self.params["kernel"] = self.kernel_initializer(shape, self.dtype)
+    def weight_shapes(self, input_shape):
+        shapes = {"kernel": (input_shape[-1], self.units)}
         if self.use_bias:
-            self.params["bias"] = self.bias_initializer((self.units,), self.dtype)
+            shapes["bias"] = (self.units,)
+        return shapes
 
     def compute_output_shape(self, input_shape):
-        return (self.units,)
+        return (*input_shape[:-1], self.units)
 
-    def forward(self, x, training=False):
-        self._x = x
-        z = x @ self.params["kernel"]
-        if self.use_bias:
-            z += self.params["bias"]
-        self._output = self.activation.forward(z)
-        return self._output
+    def forward(self, x, ctx):
+        # z = x @ kernel; y = activation(z + bias)
+        z, dense_cache = ops.dense_forward(x, self.params["kernel"])
+        y, act_cache = ops.bias_activation_forward(z, self.params.get("bias"), self.activation,
+                                                   ws=ctx.workspace("bias_activation"))
+        ctx.save(dense_cache, act_cache)
+        return y
 
-    def backward_preactivation(self, dz):
-        self.grads["kernel"] = self._x.T @ dz
-        if self.use_bias:
-            self.grads["bias"] = dz.sum(axis=0)
-        if not self.compute_input_gradient:
-            return None
-        return dz @ self.params["kernel"].T
+    def _affine_backward(self, dz, ctx):
+        dense_cache, _ = ctx.saved
+        return ops.dense_backward(dz, dense_cache, need_dx=ctx.need_input_grad)
 
     def flops(self):
-        return 2 * self.input_shape[0] * self.units
+        positions = math.prod(self.input_shape[1:-1])
+        return 2 * positions * self.input_shape[-1] * self.units
 
     def get_config(self):
         return {"units": self.units, **super().get_config()}
@@ -70,14 +55,15 @@ class Flatten(Layer):
     """
 
     def compute_output_shape(self, input_shape):
-        return (math.prod(input_shape),)
+        return (input_shape[0], math.prod(input_shape[1:]))
 
-    def forward(self, x, training=False):
-        self._x_shape = x.shape
+    def forward(self, x, ctx):
+        ctx.save(x.shape)
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dy):
-        return dy.reshape(self._x_shape)
+    def backward(self, dy, ctx):
+        (x_shape,) = ctx.saved
+        return dy.reshape(x_shape)
 
 
 class Activation(Layer):
@@ -87,19 +73,30 @@ class Activation(Layer):
         super().__init__(**kwargs)
         self.activation = activations.get(activation, f"{self.where}: activation")
 
+    @property
+    def output_activation(self):
+        return self.activation
+
     def compute_output_shape(self, input_shape):
         return input_shape
 
-    def forward(self, x, training=False):
-        # Copy so in-place activations never overwrite the previous layer's cached output.
-        self._output = self.activation.forward(x.copy())
-        return self._output
+    def forward(self, x, ctx):
+        y, cache = ops.activation_forward(x, self.activation)
+        ctx.save(cache)
+        return y
 
-    def backward(self, dy):
-        return self.activation.backward(dy, self._output)
+    def backward(self, dy, ctx):
+        (cache,) = ctx.saved
+        return ops.activation_backward(dy, cache)
+
+    def output_logits(self, ctx):
+        return ops.activation_input(ctx.saved[0])
+
+    def backward_from_logits(self, dz, ctx):
+        return dz  # nothing before the activation in this layer
 
     def get_config(self):
-        return {"activation": activations.serialize(self.activation), **super().get_config()}
+        return {"activation": self.activation, **super().get_config()}
 
 
 class ReLU(Activation):

@@ -1,31 +1,107 @@
-"""Stateless array ops for convolution and max pooling, NHWC.
+"""Stateless array ops, NHWC, in two backends with one contract, and the switch between them.
 
-The names exported here are the fast Numba kernels (:mod:`minicnn.ops.kernels`) and the Keras
-padding helpers (:mod:`minicnn.ops.padding`). The readable NumPy reference versions, with the
-math in their docstrings, are in :mod:`minicnn.ops.reference` (same names and signatures).
+    from minicnn import ops
+    z, cache = ops.conv2d_forward(x, kernel, strides, pads)
+    dx, dkernel = ops.conv2d_backward(dz, cache)
+
+Every name below calls the active backend:
+
+- ``"fast"`` (the default): :mod:`minicnn.ops.fast`, Numba kernels + BLAS + reused buffers;
+- ``"reference"``: :mod:`minicnn.ops.reference`, readable NumPy, the math to read and edit.
+
+``ops.set_backend("reference")``, the ``ops.backend("reference")`` context manager, or
+``MINICNN_BACKEND=reference`` in the environment choose; the layers call only these names, so
+fit, evaluate and predict of any model run on the chosen backend. The switch is process-wide;
+change it between calls, not while another thread trains (a backward pass checks that it runs
+on the backend of its forward pass).
 """
 
-from . import reference
-from .kernels import (
-    col2im,
-    conv2d_backward,
-    conv2d_forward,
-    im2col,
-    maxpool2d_backward,
-    maxpool2d_forward,
-)
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import threading
+
+from . import fast, reference
 from .padding import conv_geometry, conv_output_length, output_hw, padding_amounts
 
-__all__ = [
-    "reference",
-    "im2col",
-    "col2im",
-    "conv2d_forward",
-    "conv2d_backward",
-    "maxpool2d_forward",
-    "maxpool2d_backward",
-    "conv_output_length",
-    "padding_amounts",
-    "conv_geometry",
-    "output_hw",
+BACKENDS = {"fast": fast, "reference": reference}
+
+OPS = [
+    "conv2d_forward", "conv2d_backward",
+    "dense_forward", "dense_backward",
+    "activation_forward", "activation_backward", "activation_input",
+    "bias_activation_forward", "bias_activation_backward",
+    "maxpool2d_forward", "maxpool2d_backward",
+    "avgpool2d_forward", "avgpool2d_backward",
+    "softmax_crossentropy_forward", "softmax_crossentropy_backward",
+    "adam_update", "im2col", "col2im", "conv2d_naive",
 ]
+
+__all__ = ["BACKENDS", "OPS", "set_backend", "get_backend", "backend", "backend_module",
+           "conv_geometry", "conv_output_length", "output_hw", "padding_amounts",
+           "reference", "fast", *OPS]
+
+_lock = threading.Lock()
+_active = {"name": "fast", "module": fast, "generation": 0}
+
+
+def _resolve(name, where):
+    if not isinstance(name, str) or name.lower() not in BACKENDS:
+        raise ValueError(f"{where}: unknown backend {name!r}; choose one of "
+                         f"{', '.join(map(repr, BACKENDS))}.")
+    return name.lower()
+
+
+def set_backend(name):
+    """Make `name` ('fast' or 'reference') the backend every op call runs on."""
+    name = _resolve(name, "set_backend")
+    with _lock:
+        if name != _active["name"]:
+            _active.update(name=name, module=BACKENDS[name], generation=_active["generation"] + 1)
+
+
+def get_backend():
+    """The active backend's name: 'fast' or 'reference'."""
+    return _active["name"]
+
+
+def backend_module():
+    """The active backend's module (minicnn.ops.fast or minicnn.ops.reference)."""
+    return _active["module"]
+
+
+def generation():
+    """A counter that changes whenever the backend changes (backward passes compare it)."""
+    return _active["generation"]
+
+
+@contextlib.contextmanager
+def backend(name):
+    """Run the block on backend `name`, then restore the previous one."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def _dispatching(name):
+    implementation = getattr(reference, name)
+
+    @functools.wraps(implementation)
+    def op(*args, **kwargs):
+        return getattr(_active["module"], name)(*args, **kwargs)
+
+    return op
+
+
+for _name in OPS:
+    globals()[_name] = _dispatching(_name)
+del _name
+
+if os.environ.get("MINICNN_BACKEND", "").strip():
+    set_backend(_resolve(os.environ["MINICNN_BACKEND"].strip(), "MINICNN_BACKEND"))
+    _active["generation"] = 0
