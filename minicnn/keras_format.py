@@ -452,17 +452,18 @@ def _read_json(archive, name, reader):
         raise reader.error(f"has a corrupted {name} ({exc}).") from exc
 
 
-def _check_options(config, entry_options, keras_only, ignored, reader, what):
-    """Refuse Keras options minicnn cannot honour; returns nothing, raises with the key."""
+def _unsupported_option(config, options, keras_only, ignored, what):
+    """The first Keras option in `config` minicnn cannot honour, described, or None."""
     for key, value in config.items():
-        if key in entry_options or key in ignored:
+        if key in options or key in ignored:
             continue
         if key in keras_only:
             if not _same_value(value, keras_only[key]):
-                reader.refuse(f"sets {what} {key}={value!r}; minicnn supports only "
-                              f"{keras_only[key]!r}.")
+                return (f"sets {what} {key}={value!r}; minicnn supports only "
+                        f"{keras_only[key]!r}")
         elif value is not None:  # a key newer than this table, at its 'off' value, is fine
-            reader.refuse(f"sets {what} option {key}={value!r}, which minicnn does not have.")
+            return f"sets {what} option {key}={value!r}, which minicnn does not have"
+    return None
 
 
 def _dtype_from_keras(value, reader):
@@ -486,7 +487,9 @@ def _minicnn_layer_config(spec, reader):
     if not isinstance(config, dict):
         reader.refuse(f"has a {class_name} layer without a config.")
     reader.context = f"layer {config.get('name', '?')!r}, {class_name}"
-    _check_options(config, entry.options, entry.keras_only, _COMMON, reader, class_name)
+    problem = _unsupported_option(config, entry.options, entry.keras_only, _COMMON, class_name)
+    if problem:
+        reader.refuse(problem + ".")
     result = {"name": config.get("name"), "trainable": bool(config.get("trainable", True)),
               "dtype": _dtype_from_keras(config.get("dtype"), reader)}
     for key in entry.options:
@@ -706,11 +709,10 @@ def _optimizer_from_keras(value, reader):
         raise _CompileUnsupported(f"the optimizer {class_name!r} is not one minicnn has "
                                   f"({', '.join(e.keras_class for e in OPTIMIZERS.values())})")
     entry = OPTIMIZERS[name]
-    try:
-        _check_options(config, entry.options, entry.keras_only, entry.ignored, reader,
-                       class_name)
-    except ValueError as exc:
-        raise _CompileUnsupported(str(exc).split(") ", 1)[-1]) from exc
+    problem = _unsupported_option(config, entry.options, entry.keras_only, entry.ignored,
+                                  f"the optimizer {class_name}")
+    if problem:
+        raise _CompileUnsupported(problem)
     arguments = {k: config[k] for k in entry.options if k in config}
     try:
         return optimizers.deserialize({"name": name, **arguments})
@@ -837,8 +839,7 @@ def load_keras(path, where="load_model"):
         weights = _Weights(_read_member(archive, WEIGHTS_FILE, limit, reader), reader)
     try:
         model = _build_model(document, weights, archive_bytes, reader)
-        if model.built:
-            _restore_compile(model, document, weights, reader)
+        _restore_compile(model, document, weights, reader)
     finally:
         weights.close()
     return model

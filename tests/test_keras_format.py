@@ -119,6 +119,35 @@ def test_a_compiled_untrained_model_gives_keras_the_optimizer_variables_it_build
     assert loaded.optimizer.iterations == 0
 
 
+def test_a_frozen_layer_has_no_optimizer_variables_in_either_framework(tmp_path, rng):
+    minicnn.set_random_seed(0)
+    model = tutorial_model()
+    model.layers[0].trainable = False
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x, y = rng.random((16, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 16)
+    fit_quietly(model, x, y)
+    model.save(tmp_path / "frozen.keras")
+    theirs = load_in_keras(tmp_path / "frozen.keras")
+    assert not theirs.layers[0].trainable
+    assert len(theirs.optimizer.variables) == 2 + 2 * 8
+    loaded = models.load_model(tmp_path / "frozen.keras")
+    assert not loaded.layers[0].trainable
+    for framework in (theirs, loaded):
+        framework.train_on_batch(x[:8], y[:8])
+    model.train_on_batch(x[:8], y[:8])
+    assert_same_weights(loaded, model)
+    for a, b in zip(model.get_weights(), theirs.get_weights(), strict=True):
+        np.testing.assert_allclose(a, np.asarray(b), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(theirs.get_weights()[0]),
+                                  tutorial_model_first_kernel(tmp_path / "frozen.keras"))
+
+
+def tutorial_model_first_kernel(path):
+    with zipfile.ZipFile(path) as archive, h5py.File(
+            io.BytesIO(archive.read("model.weights.h5")), "r") as h5:
+        return h5["layers/conv2d/vars/0"][()]
+
+
 def test_keras_can_continue_training_our_file(trained, mnist_subset):
     """Keras's first step from our state equals minicnn's first step (Adam with restored
     moments and step count), to float32 rounding."""
@@ -382,13 +411,20 @@ def test_what_minicnn_cannot_reproduce_is_refused_by_name(build, pattern, tmp_pa
     assert str(path) in str(info.value)
 
 
-def test_compile_settings_minicnn_lacks_warn_and_load_uncompiled(tmp_path, rng):
+@pytest.mark.parametrize("optimizer, pattern", [
+    ("rmsprop", r"optimizer 'RMSprop' is not one minicnn has"),
+    (lambda: keras.optimizers.Adam(amsgrad=True), r"the optimizer Adam amsgrad=True; minicnn "
+                                                  r"supports only False"),
+    (lambda: keras.optimizers.SGD(clipnorm=1.0), r"the optimizer SGD clipnorm=1.0"),
+], ids=["rmsprop", "amsgrad", "clipnorm"])
+def test_compile_settings_minicnn_lacks_warn_and_load_uncompiled(tmp_path, rng, optimizer,
+                                                                 pattern):
     theirs = keras.Sequential([keras.Input((4,)), KL.Dense(3, activation="softmax")])
-    theirs.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
+    theirs.compile(optimizer=optimizer if isinstance(optimizer, str) else optimizer(),
+                   loss="sparse_categorical_crossentropy")
     theirs.fit(rng.random((8, 4)), rng.integers(0, 3, 8), verbose=0)
     theirs.save(tmp_path / "r.keras")
-    with pytest.warns(UserWarning, match=r"optimizer 'RMSprop' is not one minicnn has.*"
-                                         r"loaded uncompiled"):
+    with pytest.warns(UserWarning, match=pattern + r".*; the model is loaded uncompiled"):
         ours = models.load_model(tmp_path / "r.keras")
     assert ours.loss is None
     x = rng.random((5, 4), dtype=np.float32)
