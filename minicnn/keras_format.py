@@ -803,8 +803,8 @@ def looks_like_keras(path) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             return CONFIG_FILE in archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
-        return False
+    except Exception:  # noqa: BLE001 -- any damage: not recognisably Keras; the .npz reader
+        return False   # then names the problem
 
 
 def load_keras(path, where="load_model"):
@@ -824,7 +824,9 @@ def load_keras(path, where="load_model"):
     archive_bytes = path.stat().st_size
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except PermissionError:
+        raise
+    except Exception as exc:  # zipfile raises many kinds for damaged archives
         raise reader.error(f"is not a readable .keras file (a zip archive): {exc}. It may be "
                            "truncated or corrupted; save the model again.") from exc
     with archive:

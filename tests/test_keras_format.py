@@ -583,6 +583,42 @@ def test_damaged_members_are_refused(trained, tmp_path, members, pattern):
         models.load_model(bad)
 
 
+def test_every_flipped_byte_is_rejected_or_harmless(tmp_path, rng):
+    """Flip bytes of a small model's .keras file (every 7th byte, and all of the zip directory
+    at the end): each result loads into the same model (a timestamp, say) or raises a
+    ValueError naming the file, never another exception and never other weights (the zip's
+    CRC-32 covers every member)."""
+    minicnn.set_random_seed(0)
+    model = models.Sequential([layers.Conv2D(3, 3, activation="relu", input_shape=(6, 6, 1)),
+                               layers.Flatten(), layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x = rng.random((4, 6, 6, 1), dtype=np.float32)
+    model.train_on_batch(x, np.array([0, 1, 0, 1]))
+    path = tmp_path / "small.keras"
+    model.save(path)
+    original, expected = path.read_bytes(), model.predict(x)
+    positions = sorted(set(range(0, len(original), 7)) | set(range(len(original) - 300,
+                                                                   len(original))))
+    outcomes = {"same": 0, "rejected": 0}
+    for position in positions:
+        corrupted = bytearray(original)
+        corrupted[position] ^= 0xFF
+        path.write_bytes(bytes(corrupted))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. a compile setting turned unknown
+                loaded = models.load_model(path)
+        except ValueError as exc:
+            assert str(path) in str(exc), (position, exc)
+            outcomes["rejected"] += 1
+            continue
+        np.testing.assert_array_equal(loaded.predict(x), expected, err_msg=f"byte {position}")
+        assert_same_weights(loaded, model)
+        outcomes["same"] += 1
+    assert outcomes["rejected"] > 0.7 * len(positions), outcomes
+    assert outcomes["same"] > 0, outcomes
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         models.load_model(tmp_path / "none.keras")
