@@ -3,6 +3,7 @@ what minicnn predicts on 1,000 real MNIST images and on every layer minicnn has;
 `python -m minicnn export` and its errors."""
 
 import re
+import sys
 
 import numpy as np
 import onnx
@@ -173,3 +174,13 @@ def test_export_command_errors_are_one_line(trained_npz, tmp_path, capsys, argum
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert re.search(pattern, err), err
+
+
+def test_export_without_onnx_installed_says_how_to_get_it(trained_npz, tmp_path, monkeypatch,
+                                                          capsys):
+    _, npz = trained_npz
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
+    assert cli.main(["export", str(npz), str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "export: error: ONNX export needs the onnx package: pip install onnx" in err
+    assert not (tmp_path / "m.onnx").exists()
