@@ -2,7 +2,8 @@
 
     python examples/mnist_cnn.py                          # the tutorial: 10 epochs, all of MNIST
     python examples/mnist_cnn.py --epochs 1 --limit 5000  # a quick look
-    python -m minicnn train [same options]                # runs this very file
+    python -m minicnn train [same options]                # runs this very file (installed
+                                                          # with minicnn as minicnn.examples)
 
 The steps, each marked in main() below:
   1. load MNIST (downloaded on first use)   2. scale the pixels by 1/255
@@ -98,9 +99,10 @@ def main(argv=None, prog=None):
     # Step 8: predict: one row of 10 class probabilities per test image.
     probabilities = model.predict(x_test)
 
-    # Step 9: the predicted digit is the argmax of the row; here for the first test image.
-    print("Prediction for the first test image:",
-          np.array2string(probabilities[0], precision=4, suppress_small=True))
+    # Step 9: the predicted digit is the argmax of the row; here for the first test image,
+    # whose row prints as the tutorial shows it: array([3.4887790e-09, ...], dtype=float32).
+    print("Probabilities for the first test image:")
+    print(repr(probabilities[0]))
     print(f"argmax: {np.argmax(probabilities[0])}  (true label: {y_test[0]})")
 
     # Keep the results: the model, a record of the run, and pictures of it.

@@ -3,6 +3,7 @@
     python -m minicnn train [--epochs 10 --limit N ...]    runs examples/mnist_cnn.py
     python -m minicnn predict digit.png [--json]           reads your own handwriting
     python -m minicnn serve [--port 8000]                  a draw-a-digit page in the browser
+    python -m minicnn export m.npz m.onnx                  ONNX (or .keras, .npz) for other tools
 
 Adding a subcommand: write `configure(parser)` (adds its arguments to an argparse parser) and
 `run(args, extra) -> exit code`, then call `register(Command(name, help, configure, run))` at
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import runpy
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Command", "CommandError", "register", "main", "find_example", "default_model_path",
-           ]
+__all__ = ["Command", "CommandError", "register", "main", "default_model_path"]
 
 # Where examples/mnist_cnn.py saves its model when run with no arguments (its DEFAULT_OUTPUT_DIR
 # and MODEL_FILE; a test keeps the two in step).
@@ -112,34 +111,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 # --------------------------------------------------------------------------------------------
 # train: runs examples/mnist_cnn.py, the tutorial, so both are one piece of code
 # --------------------------------------------------------------------------------------------
-def find_example() -> Path | None:
-    """examples/mnist_cnn.py of the source tree this package was imported from, or None.
-
-    It is there when minicnn runs from a checkout (`pip install -e .` or PYTHONPATH); a wheel
-    installs only the package.
-    """
-    candidate = Path(__file__).resolve().parent.parent / EXAMPLE
-    return candidate if candidate.is_file() else None
-
-
 def _configure_train(parser: argparse.ArgumentParser) -> None:
     """Nothing to add: the script parses its own options (and answers --help)."""
 
 
 def _run_train(args: argparse.Namespace, extra: list[str]) -> int:
-    example = find_example()
-    if example is None:
-        raise CommandError(
-            f"`train` runs the tutorial script {EXAMPLE.as_posix()} from minicnn's source "
-            f"repository, which is not installed with the package (looked in "
-            f"{Path(__file__).resolve().parent.parent}). Get a checkout of the repository, "
-            "install it with `pip install -e .` and run `python -m minicnn train` (or "
-            f"`python {EXAMPLE.as_posix()}`) there.")
-    # run_name other than "__main__": define the script's functions without running it, then
-    # call its main with our arguments (no sys.argv juggling).
-    script = runpy.run_path(str(example), run_name="minicnn_train")
+    # examples/mnist_cnn.py is installed as minicnn.examples.mnist_cnn (see pyproject.toml), so
+    # this works from a wheel as from a checkout.
+    from .examples import mnist_cnn
+
     try:
-        script["main"](extra, prog=args.prog)
+        mnist_cnn.main(extra, prog=args.prog)
     except (OSError, ValueError) as exc:  # e.g. no network for the download, a bad option mix
         raise CommandError(str(exc)) from exc
     return 0
@@ -270,3 +252,48 @@ def _run_serve(args: argparse.Namespace, extra: list[str]) -> int:
 
 register(Command("serve", "serve a draw-a-digit web page that classifies your drawing with a "
                  "trained model", _configure_serve, _run_serve))
+
+
+# --------------------------------------------------------------------------------------------
+# export: a saved model to ONNX, Keras's .keras or minicnn's .npz, by the output's suffix
+# --------------------------------------------------------------------------------------------
+_EXPORT_SUFFIXES = (".onnx", ".keras", ".npz")
+
+
+def _configure_export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL",
+                        help="model file written by model.save() (.npz) or by Keras (.keras)")
+    parser.add_argument("output", metavar="OUTPUT",
+                        help="file to write; its suffix picks the format: .onnx (ONNX, for "
+                             "ONNX Runtime), .keras (Keras 3), .npz (minicnn)")
+
+
+def _run_export(args: argparse.Namespace, extra: list[str]) -> int:
+    from .models import load_model
+
+    output = Path(args.output)
+    if output.suffix.lower() not in _EXPORT_SUFFIXES:
+        raise CommandError(f"{output}: unknown format {output.suffix or '(no suffix)'!r}; name "
+                           "the output .onnx, .keras or .npz.")
+    if not Path(args.model).exists():
+        raise CommandError(f"no model file at {args.model}.")
+    try:
+        model = load_model(args.model)
+        if output.suffix.lower() == ".onnx":
+            from .export import OPSET, to_onnx
+            to_onnx(model, output)
+            sizes = ", ".join(str(d) for d in model.input_shape if d is not None)
+            what = f"ONNX opset {OPSET}, input 'input': float32 (N, {sizes})"
+        else:
+            model.save(output)
+            what = "Keras 3 format" if output.suffix.lower() == ".keras" else "minicnn format"
+    except ImportError as exc:
+        raise CommandError(str(exc)) from exc
+    except (OSError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"Wrote {output} ({what}, {output.stat().st_size:,} bytes).")
+    return 0
+
+
+register(Command("export", "convert a saved model to ONNX (.onnx), Keras (.keras) or minicnn "
+                 "(.npz)", _configure_export, _run_export))

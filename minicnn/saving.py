@@ -86,9 +86,13 @@ def _weights_arrays(model):
 
 
 def save_model(model, path):
-    """Write `model` to `path` (.npz, the exact name given): config, weights, compile settings
-    and optimizer state. The file is written under a temporary name and then renamed."""
-    from . import __version__
+    """Write `model` to `path` (the exact name given): config, weights, compile settings and
+    optimizer state. A name ending in .keras gets Keras 3's archive (minicnn/keras_format.py),
+    any other name minicnn's .npz. The file is written under a temporary name and renamed."""
+    from . import __version__, keras_format
+    if keras_format.is_keras_path(path):
+        keras_format.save_keras(model, path)
+        return
     model._require_built("save")
     arrays = _weights_arrays(model)
     header = {"format": FORMAT, "version": VERSION, "minicnn_version": __version__,
@@ -303,9 +307,15 @@ def load_model(path):
     state. Predictions are bit-identical to the saved model's, and fit continues exactly where
     it stopped. Never runs code from the file.
 
+    A .keras file (Keras 3's archive, by its name or its content) is read by
+    minicnn/keras_format.py; anything else as minicnn's .npz.
+
     Raises FileNotFoundError for a missing file; ValueError naming the file and the problem for
     a truncated, corrupted, foreign or unknown-version file.
     """
+    from . import keras_format
+    if keras_format.is_keras_path(path) or keras_format.looks_like_keras(path):
+        return keras_format.load_keras(path, "load_model")
     model_file = _ModelFile(path, "load_model")
     if model_file.header.get("weights_only"):
         model_file.fail("holds only weights (written by save_weights); build the model in code "

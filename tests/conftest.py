@@ -50,3 +50,31 @@ def mnist_dir(monkeypatch):
     directory = mnist_data_dir()
     monkeypatch.setenv("MINICNN_DATA_DIR", str(directory))
     return directory
+
+
+@pytest.fixture(scope="session")
+def mnist_subset():
+    """(2,000 training images, their labels), 1,000 test images: real MNIST, scaled, NHWC."""
+    from minicnn.datasets import mnist
+
+    (x_train, y_train), (x_test, _) = mnist.load_data(data_dir=mnist_data_dir(), verbose=0)
+
+    def scale(x):
+        return (x.astype("float32") / 255).reshape(-1, 28, 28, 1)
+    return (scale(x_train[:2000]), y_train[:2000]), scale(x_test[:1000])
+
+
+@pytest.fixture(scope="session")
+def trained_tutorial(mnist_subset):
+    """The tutorial's model (seed 0) after one epoch on mnist_subset's 2,000 training images.
+    Shared by several test files: load a copy (save/load_model) before training it further."""
+    from test_models import tutorial_model
+
+    import minicnn
+
+    (x, y), _ = mnist_subset
+    minicnn.set_random_seed(0)
+    model = tutorial_model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=1, verbose=0)
+    return model

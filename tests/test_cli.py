@@ -7,6 +7,7 @@ import re
 import runpy
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,8 +70,10 @@ def test_a_registered_command_is_listed_and_run(monkeypatch, capsys):
 # --------------------------------------------------------------------------------------------
 
 
-def test_train_finds_the_repository_example():
-    assert cli.find_example() == REPO_ROOT / "examples" / "mnist_cnn.py"
+def test_train_runs_the_installed_tutorial_which_is_the_repository_example():
+    """examples/mnist_cnn.py is installed as minicnn.examples.mnist_cnn: one file, not a copy."""
+    from minicnn.examples import mnist_cnn
+    assert Path(mnist_cnn.__file__).resolve() == REPO_ROOT / "examples" / "mnist_cnn.py"
 
 
 def test_default_model_path_is_where_the_example_saves():
@@ -79,18 +82,13 @@ def test_default_model_path_is_where_the_example_saves():
     assert script["parse_args"]([]).output_dir == script["DEFAULT_OUTPUT_DIR"]
 
 
-def test_train_runs_the_example_main_with_the_arguments(tmp_path, monkeypatch):
-    stub = tmp_path / "mnist_cnn.py"
-    record = tmp_path / "called.json"
-    stub.write_text(
-        "import json\n"
-        "def main(argv=None, prog=None):\n"
-        f"    open({str(record)!r}, 'w').write(json.dumps([argv, prog]))\n"
-        "if __name__ == '__main__':\n"
-        "    raise SystemExit('must not run as a script')\n")
-    monkeypatch.setattr(cli, "find_example", lambda: stub)
+def test_train_runs_the_example_main_with_the_arguments(monkeypatch):
+    from minicnn.examples import mnist_cnn
+    calls = []
+    monkeypatch.setattr(mnist_cnn, "main", lambda argv=None, prog=None: calls.append((argv,
+                                                                                      prog)))
     assert cli.main(["train", "--epochs", "3", "--limit", "7", "--help"]) == 0
-    argv, prog = json.loads(record.read_text())
+    [(argv, prog)] = calls
     assert argv == ["--epochs", "3", "--limit", "7", "--help"]
     assert prog.endswith(" train")
 
@@ -107,14 +105,6 @@ def test_train_help_shows_the_example_options(capsys):
 def test_train_rejects_bad_options_like_the_example(capsys):
     assert cli.main(["train", "--epochs", "0"]) == 2
     assert "--epochs: expected a whole number >= 1, got '0'" in capsys.readouterr().err
-
-
-def test_train_without_the_example_says_how_to_get_it(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "find_example", lambda: None)
-    assert cli.main(["train"]) == 1
-    err = capsys.readouterr().err
-    assert "train: error:" in err and "examples/mnist_cnn.py" in err
-    assert "pip install -e ." in err
 
 
 def test_train_errors_from_the_run_are_one_line(mnist_dir, tmp_path, capsys):

@@ -93,7 +93,10 @@ def test_stdout_reports_summary_progress_test_metrics_and_first_prediction(run):
     assert first["argmax"] == int(np.argmax(first["probabilities"]))
     assert first["true_label"] == 7  # MNIST's first test digit
     assert f"argmax: {first['argmax']}  (true label: 7)" in out
-    assert "Prediction for the first test image: [" in out
+    # NumPy's full repr of the float32 row, as the tutorial's notebook shows it, then argmax.
+    row = repr(np.array(first["probabilities"], dtype=np.float32))
+    assert row.startswith("array([") and row.endswith("dtype=float32)")
+    assert f"Probabilities for the first test image:\n{row}\nargmax: " in out
 
 
 def test_saved_model_reproduces_the_printed_prediction(run):

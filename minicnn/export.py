@@ -1,0 +1,241 @@
+"""ONNX export: `to_onnx(model, "m.onnx")`, then run it anywhere ONNX Runtime runs.
+
+    from minicnn.export import to_onnx
+    to_onnx(model, "mnist_cnn.onnx")          # or: python -m minicnn export m.npz m.onnx
+
+    import onnxruntime as ort
+    session = ort.InferenceSession("mnist_cnn.onnx")
+    probabilities = session.run(None, {"input": x})[0]    # x: (N, 28, 28, 1) float32
+
+The graph takes the input exactly as the model does, NHWC float32 with a free batch axis
+("N"), and returns the last layer's output ("output"). ONNX's Conv and MaxPool work in NCHW,
+so the graph transposes once before the first spatial layer and back before the first layer
+that needs channels last (Flatten, Dense, softmax over channels): Flatten then sees Keras's
+(H, W, C) order and the Dense weights fit unchanged. Keras's 'same' padding (the odd extra
+row/column at the bottom/right) becomes explicit ONNX pads. Opset OPSET (ir_version
+IR_VERSION), which every ONNX Runtime since 1.12 runs; onnx.checker accepts the result.
+
+Adding a layer: write `_emit_<layer>(graph, layer, x) -> name of its output` using
+graph.node / graph.constant, and add one `OnnxFormat(layout, emit)` line to ONNX_LAYERS, where
+layout is the tensor layout the op needs ("NCHW" for spatial ops, "NHWC" for ops that see the
+channel axis last or flatten, "any" for elementwise ones).
+
+Needs the `onnx` package (`pip install "minicnn[onnx]"`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+OPSET = 17
+IR_VERSION = 8
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+_TO_NCHW = (0, 3, 1, 2)
+_TO_NHWC = (0, 2, 3, 1)
+
+
+def _import_onnx():
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ImportError("ONNX export needs the onnx package: pip install onnx "
+                          "(or pip install \"minicnn[onnx]\").") from exc
+    return onnx
+
+
+class _Graph:
+    """Nodes and weights of the graph being built, and the layout of the current tensor."""
+
+    def __init__(self, onnx):
+        self.onnx, self.helper = onnx, onnx.helper
+        self.nodes, self.initializers = [], []
+        self.layout = "NHWC"  # the model's input
+        self._count = 0
+
+    def fresh(self, hint):
+        self._count += 1
+        return f"{hint}_{self._count}"
+
+    def node(self, op, inputs, hint, **attributes):
+        """Add one node; returns the name of its (single) output."""
+        output = self.fresh(hint)
+        self.nodes.append(self.helper.make_node(op, inputs, [output], name=output, **attributes))
+        return output
+
+    def constant(self, array, hint):
+        """Add a weight tensor (float32); returns its name."""
+        name = self.fresh(hint)
+        self.initializers.append(self.onnx.numpy_helper.from_array(
+            np.ascontiguousarray(array, dtype=np.float32), name))
+        return name
+
+    def to_layout(self, x, layout, rank):
+        """x transposed into `layout` if it is 4-D and in the other one."""
+        if rank != 4 or layout == "any" or layout == self.layout:
+            return x
+        perm = _TO_NCHW if layout == "NCHW" else _TO_NHWC
+        self.layout = layout
+        return self.node("Transpose", [x], f"to_{layout.lower()}", perm=list(perm))
+
+
+# --------------------------------------------------------------------------------------------
+# Activations and layers
+# --------------------------------------------------------------------------------------------
+_ELEMENTWISE = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
+
+
+def _activation(graph, name, x, rank, where):
+    """Append activation `name` ('linear', 'relu', 'softmax', ...) to x."""
+    if name == "linear":
+        return x
+    if name in _ELEMENTWISE:
+        return graph.node(_ELEMENTWISE[name], [x], name)
+    if name == "softmax":  # over the channel axis, which is last only in NHWC
+        x = graph.to_layout(x, "NHWC", rank)
+        return graph.node("Softmax", [x], "softmax", axis=-1)
+    raise ValueError(f"to_onnx: {where} uses the activation {name!r}, which has no ONNX form "
+                     "in minicnn/export.py; add it to _activation.")
+
+
+def _config(layer):
+    return layer.get_config()
+
+
+def _emit_conv2d(graph, layer, x):
+    from .ops.padding import padding_amounts
+
+    config = _config(layer)
+    kernel = layer.params["kernel"]                      # (kh, kw, in, out)
+    (kh, kw), (sh, sw) = config["kernel_size"], config["strides"]
+    h, w = _per_sample(layer.input_shape)[:2]
+    top, bottom = padding_amounts(h, kh, sh, config["padding"])
+    left, right = padding_amounts(w, kw, sw, config["padding"])
+    inputs = [x, graph.constant(kernel.transpose(3, 2, 0, 1), f"{layer.name}_kernel")]
+    if "bias" in layer.params:
+        inputs.append(graph.constant(layer.params["bias"], f"{layer.name}_bias"))
+    y = graph.node("Conv", inputs, layer.name, kernel_shape=[kh, kw], strides=[sh, sw],
+                   pads=[top, left, bottom, right], dilations=[1, 1], group=1)
+    return _activation(graph, config["activation"], y, 4, layer.where)
+
+
+def _emit_max_pooling2d(graph, layer, x):
+    from .ops.padding import padding_amounts
+
+    config = _config(layer)
+    (ph, pw), (sh, sw) = config["pool_size"], config["strides"]
+    h, w = _per_sample(layer.input_shape)[:2]
+    top, bottom = padding_amounts(h, ph, sh, config["padding"])
+    left, right = padding_amounts(w, pw, sw, config["padding"])
+    # ONNX's MaxPool never lets padding win the max, as minicnn and Keras.
+    return graph.node("MaxPool", [x], layer.name, kernel_shape=[ph, pw], strides=[sh, sw],
+                      pads=[top, left, bottom, right])
+
+
+def _emit_flatten(graph, layer, x):
+    return graph.node("Flatten", [x], layer.name, axis=1)
+
+
+def _emit_dense(graph, layer, x):
+    inputs = [x, graph.constant(layer.params["kernel"], f"{layer.name}_kernel")]
+    if "bias" in layer.params:
+        inputs.append(graph.constant(layer.params["bias"], f"{layer.name}_bias"))
+    y = graph.node("Gemm", inputs, layer.name)
+    return _activation(graph, _config(layer)["activation"], y, 2, layer.where)
+
+
+def _emit_activation(graph, layer, x):
+    name = _config(layer).get("activation") or type(layer).__name__.lower()
+    return _activation(graph, name, x, len(_per_sample(layer.input_shape)) + 1, layer.where)
+
+
+@dataclass(frozen=True)
+class OnnxFormat:
+    """layout: the layout the layer's input must be in ("NCHW", "NHWC" or "any"), or a
+    function of the layer giving it; emit(graph, layer, x) -> the output's name."""
+
+    layout: str | Callable
+    emit: Callable
+
+
+def _activation_layout(layer):
+    name = _config(layer).get("activation") or type(layer).__name__.lower()
+    return "NHWC" if name == "softmax" else "any"
+
+
+ONNX_LAYERS = {
+    "Conv2D": OnnxFormat("NCHW", _emit_conv2d),
+    "MaxPooling2D": OnnxFormat("NCHW", _emit_max_pooling2d),
+    "Flatten": OnnxFormat("NHWC", _emit_flatten),
+    "Dense": OnnxFormat("NHWC", _emit_dense),
+    "Activation": OnnxFormat(_activation_layout, _emit_activation),
+    "ReLU": OnnxFormat("any", _emit_activation),
+    "Softmax": OnnxFormat("NHWC", _emit_activation),
+}
+
+
+def _per_sample(shape):
+    shape = tuple(shape)
+    return shape[1:] if shape and shape[0] is None else shape
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+def to_onnx_model(model):
+    """The ONNX ModelProto of a built minicnn model (checked with onnx.checker)."""
+    from . import __version__
+
+    onnx = _import_onnx()
+    model._require_built("to_onnx")
+    if np.dtype(model.dtype) != np.float32:
+        raise ValueError(f"to_onnx: the model computes in {np.dtype(model.dtype)}; export a "
+                         "float32 model (the dtype minicnn trains in).")
+    graph = _Graph(onnx)
+    x = INPUT_NAME
+    for layer in model.layers:
+        entry = ONNX_LAYERS.get(type(layer).__name__)
+        if entry is None:
+            raise ValueError(
+                f"to_onnx: {layer.where} has no ONNX form in minicnn/export.py (it knows "
+                f"{', '.join(ONNX_LAYERS)}); add an OnnxFormat line to ONNX_LAYERS.")
+        layout = entry.layout(layer) if callable(entry.layout) else entry.layout
+        x = graph.to_layout(x, layout, len(_per_sample(layer.input_shape)) + 1)
+        x = entry.emit(graph, layer, x)
+    x = graph.to_layout(x, "NHWC", len(_per_sample(model.output_shape)) + 1)
+    graph.nodes.append(onnx.helper.make_node("Identity", [x], [OUTPUT_NAME], name=OUTPUT_NAME))
+
+    def value_info(name, shape):
+        return onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
+                                                  ["N", *shape])
+    proto = onnx.helper.make_model(
+        onnx.helper.make_graph(graph.nodes, model.name,
+                               [value_info(INPUT_NAME, _per_sample(model.input_shape))],
+                               [value_info(OUTPUT_NAME, _per_sample(model.output_shape))],
+                               graph.initializers),
+        producer_name="minicnn", producer_version=__version__,
+        opset_imports=[onnx.helper.make_opsetid("", OPSET)],
+        doc_string=f"minicnn model {model.name!r}: input NHWC float32 (N, "
+                   f"{', '.join(map(str, _per_sample(model.input_shape)))}).")
+    proto.ir_version = IR_VERSION
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def to_onnx(model, path):
+    """Write `model` to `path` as an ONNX file (opset OPSET); returns the path.
+
+    The graph's input "input" is NHWC float32 (N, *model.input_shape), its output "output"
+    is what model.predict returns. The file is written under a temporary name and renamed.
+    Raises ValueError naming the layer when one has no ONNX form, ImportError without onnx.
+    """
+    from .saving import atomic_write
+
+    data = to_onnx_model(model).SerializeToString()
+    with atomic_write(path, "wb", "to_onnx") as f:
+        f.write(data)
+    return Path(path)

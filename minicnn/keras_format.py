@@ -1,0 +1,843 @@
+"""Keras 3's `.keras` model files, written and read without Keras.
+
+    model.save("m.keras")                    # keras.models.load_model("m.keras") opens it
+    model = minicnn.models.load_model("m.keras")   # also files that Keras wrote
+
+A `.keras` file is a zip archive (members stored, not compressed) of three files:
+
+    metadata.json     {"keras_version": ..., "date_saved": ...}
+    config.json       the model as Keras serialises it: {"module": "keras", "class_name":
+                      "Sequential", "config": {"name", "layers": [InputLayer, Conv2D, ...],
+                      "build_input_shape"}, "build_config", "compile_config"}
+    model.weights.h5  HDF5 (h5py): layers/<key>/vars/<i> for weight i of each layer, and
+                      optimizer/vars/<i> for the optimizer's variables
+
+A layer's <key> is its class name in snake case, numbered within the model in order
+(conv2d, conv2d_1, max_pooling2d, dense, dense_1, ...), never its `name`: Keras addresses
+weights by position so automatic names may differ between processes. The optimizer's
+variables are [iterations, learning_rate] followed, for each trainable weight in model order,
+by its slots (Adam: momentum, velocity; SGD with momentum: momentum). So a `.keras` file keeps
+the architecture, the weights, the compile settings and the optimizer state, as minicnn's
+`.npz` does, and training continues where it stopped in either framework.
+
+Adding a layer (see LAYERS below): one `LayerFormat` line in the table, naming the Keras
+class, the config keys both frameworks spell the same way, the Keras-only keys minicnn
+supports at one value only, and a function giving the layer's weights in Keras's order with
+their shapes. A config key minicnn has but the entry does not list makes saving fail, so a
+new option is never dropped silently.
+
+Reading trusts nothing in the file: no pickle, no code, no links out of the HDF5 file; every
+dataset is checked against the shape the architecture needs before it is read, and the whole
+architecture may not need more weight bytes than the archive could hold (see _MAX_EXPANSION),
+so a small hostile file cannot make minicnn allocate gigabytes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import math
+import re
+import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+CONFIG_FILE = "config.json"
+METADATA_FILE = "metadata.json"
+WEIGHTS_FILE = "model.weights.h5"
+# The Keras release whose files this module was checked against (written into metadata.json).
+KERAS_VERSION = "3.15.1"
+
+# Bounds for reading: JSON members, and the bytes the weights may need, relative to the size of
+# the archive on disk (Keras stores members uncompressed; HDF5 compression rarely beats 64x on
+# trained weights). Everything below the floor is always allowed.
+_MAX_JSON_BYTES = 64 << 20
+_MAX_EXPANSION = 64
+_FLOOR_BYTES = 64 << 20
+
+
+def is_keras_path(path) -> bool:
+    """True for a file name ending in .keras (the suffix Keras requires)."""
+    return Path(path).suffix.lower() == ".keras"
+
+
+# --------------------------------------------------------------------------------------------
+# The per-layer table
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerFormat:
+    """How one minicnn layer class appears in a .keras file.
+
+    keras_class / minicnn_class: the class names in Keras and in minicnn.layers.
+    options: config keys with the same meaning in both (values translated by _VALUES where
+        the JSON forms differ: activations, initializers).
+    keras_only: Keras config keys that minicnn supports at this one value only; written so,
+        and a file holding another value is refused, naming the key.
+    weights(layer, input_shape) -> {minicnn parameter name: shape} in Keras's order
+        (vars/0, vars/1, ...), computed before the layer is built (input_shape: per sample).
+    """
+
+    keras_class: str
+    minicnn_class: str
+    options: tuple[str, ...] = ()
+    keras_only: dict = field(default_factory=dict)
+    weights: Callable[[object, tuple], dict] = lambda layer, input_shape: {}
+
+
+_NO_REGULARIZERS = {"kernel_regularizer": None, "bias_regularizer": None,
+                    "activity_regularizer": None, "kernel_constraint": None,
+                    "bias_constraint": None}
+_CHANNELS_LAST = {"data_format": "channels_last"}
+_AFFINE = ("activation", "use_bias", "kernel_initializer", "bias_initializer")
+
+
+def _kernel_and_bias(kernel_shape, units, layer):
+    shapes = {"kernel": kernel_shape}
+    if layer.use_bias:
+        shapes["bias"] = (units,)
+    return shapes
+
+
+LAYERS = [
+    LayerFormat("Conv2D", "Conv2D", ("filters", "kernel_size", "strides", "padding", *_AFFINE),
+                {**_CHANNELS_LAST, "dilation_rate": [1, 1], "groups": 1, **_NO_REGULARIZERS},
+                lambda layer, shape: _kernel_and_bias(
+                    (*layer.kernel_size, shape[-1], layer.filters), layer.filters, layer)),
+    LayerFormat("Dense", "Dense", ("units", *_AFFINE), dict(_NO_REGULARIZERS),
+                lambda layer, shape: _kernel_and_bias((shape[-1], layer.units), layer.units,
+                                                      layer)),
+    LayerFormat("MaxPooling2D", "MaxPooling2D", ("pool_size", "strides", "padding"),
+                dict(_CHANNELS_LAST)),
+    LayerFormat("Flatten", "Flatten", (), dict(_CHANNELS_LAST)),
+    LayerFormat("Activation", "Activation", ("activation",)),
+    LayerFormat("ReLU", "ReLU", (), {"max_value": None, "negative_slope": 0.0, "threshold": 0.0}),
+    LayerFormat("Softmax", "Softmax", (), {"axis": -1}),
+]
+_BY_MINICNN = {entry.minicnn_class: entry for entry in LAYERS}
+_BY_KERAS = {entry.keras_class: entry for entry in LAYERS}
+# Config keys every layer has, handled for all of them.
+_COMMON = ("name", "trainable", "dtype")
+
+
+def keras_weight_key(class_name: str) -> str:
+    """Keras's snake case of a class name, the base of its weight path: 'MaxPooling2D' ->
+    'max_pooling2d', 'ReLU' -> 're_lu' (keras.src.utils.naming.to_snake_case's rule)."""
+    name = re.sub(r"\W+", "", class_name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _weight_groups(class_names):
+    """layers/<key> for each layer in order, numbered per class as Keras numbers them."""
+    used, groups = {}, []
+    for class_name in class_names:
+        base = keras_weight_key(class_name)
+        count = used.get(base)
+        used[base] = 0 if count is None else count + 1
+        groups.append(f"layers/{base}" if count is None else f"layers/{base}_{count + 1}")
+    return groups
+
+
+# --------------------------------------------------------------------------------------------
+# Values whose JSON form differs: activations and initializers
+# --------------------------------------------------------------------------------------------
+_INITIALIZERS = {"glorot_uniform": "GlorotUniform", "he_normal": "HeNormal", "zeros": "Zeros",
+                 "ones": "Ones"}
+_SEEDED = {"GlorotUniform", "HeNormal"}
+
+
+def _initializer_to_keras(name):
+    class_name = _INITIALIZERS[name]
+    return {"module": "keras.initializers", "class_name": class_name,
+            "config": {"seed": None} if class_name in _SEEDED else {}, "registered_name": None}
+
+
+def _initializer_from_keras(value, key, reader):
+    names = {v: k for k, v in _INITIALIZERS.items()}
+    class_name = value.get("class_name") if isinstance(value, dict) else value
+    if isinstance(class_name, str):
+        if class_name in names:
+            return names[class_name]
+        if class_name.lower() in _INITIALIZERS:
+            return class_name.lower()
+    # The weights come from the file, so the initializer only matters if the layer is
+    # rebuilt; keep Keras's default for it and say so.
+    default = "zeros" if key == "bias_initializer" else "glorot_uniform"
+    reader.warn(f"{key} {class_name!r} is not one minicnn has ({', '.join(_INITIALIZERS)}); "
+                f"using {default!r}. It only matters if the layer's weights are re-initialised.")
+    return default
+
+
+def _activation_from_keras(value, key, reader):
+    from . import activations
+    if not isinstance(value, str):
+        reader.refuse(f"uses the activation {value!r}, a serialised object; minicnn reads "
+                      "activations by name (relu, softmax, sigmoid, tanh, linear).")
+    try:
+        return activations.serialize(activations.get(value))
+    except ValueError as exc:
+        reader.refuse(str(exc))
+
+
+# key -> (minicnn value -> Keras value, (Keras value, key, reader) -> minicnn value)
+_VALUES = {
+    "kernel_initializer": (_initializer_to_keras, _initializer_from_keras),
+    "bias_initializer": (_initializer_to_keras, _initializer_from_keras),
+    "activation": (lambda name: name, _activation_from_keras),
+}
+
+
+def _same_value(found, wanted):
+    """Keras writes [1, 1] where 1 means the same; None data_format means channels_last."""
+    if found == wanted:
+        return True
+    if isinstance(wanted, list) and isinstance(found, (int, float)) and not isinstance(
+            found, bool):
+        return all(found == w for w in wanted)
+    return wanted == "channels_last" and found is None
+
+
+# --------------------------------------------------------------------------------------------
+# Optimizers and losses
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OptimizerFormat:
+    """An optimizer's Keras form: class name, shared options, Keras-only keys at the one value
+    minicnn supports, keys that do not matter under those values, and its slots per weight."""
+
+    keras_class: str
+    options: tuple[str, ...]
+    keras_only: dict
+    ignored: tuple[str, ...] = ("name", "ema_momentum", "ema_overwrite_frequency")
+
+
+_PLAIN_OPTIMIZER = {"weight_decay": None, "clipnorm": None, "global_clipnorm": None,
+                    "clipvalue": None, "use_ema": False}
+OPTIMIZERS = {
+    "adam": OptimizerFormat("Adam", ("learning_rate", "beta_1", "beta_2", "epsilon"),
+                            {**_PLAIN_OPTIMIZER, "amsgrad": False}),
+    "sgd": OptimizerFormat("SGD", ("learning_rate", "momentum", "nesterov"), _PLAIN_OPTIMIZER),
+}
+LOSSES = {"sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
+          "categorical_crossentropy": "CategoricalCrossentropy"}
+# Keras loss-object keys minicnn supports at one value only.
+_LOSS_ONLY = {"reduction": "sum_over_batch_size", "ignore_class": None, "label_smoothing": 0.0,
+              "axis": -1}
+_METRICS = {"accuracy": "accuracy", "acc": "acc"}  # Keras keeps the name written
+
+
+class _CompileUnsupported(Exception):
+    """The compile settings cannot be reproduced; the model loads uncompiled."""
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+def _dtype_policy(dtype):
+    return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": dtype},
+            "registered_name": None}
+
+
+def _keras_layer_config(layer, where):
+    entry = _BY_MINICNN.get(type(layer).__name__)
+    if entry is None:
+        raise ValueError(
+            f"{where}: cannot write {layer.where} to a .keras file: minicnn/keras_format.py "
+            f"has no Keras form for {type(layer).__name__} (it knows "
+            f"{', '.join(_BY_MINICNN)}). Save as .npz instead, or add a LayerFormat line.")
+    if "/" in layer.name:
+        raise ValueError(f"{where}: {layer.where}: Keras layer names cannot contain '/'; "
+                         "rename the layer.")
+    config = layer.get_config()
+    unknown = set(config) - set(entry.options) - set(_COMMON) - {"input_shape"}
+    if unknown:
+        raise ValueError(f"{where}: {layer.where} has options {sorted(unknown)} that "
+                         "minicnn/keras_format.py does not translate; add them to its "
+                         f"LayerFormat entry for {entry.minicnn_class}.")
+    keras_config = {"name": layer.name, "trainable": bool(config.get("trainable", True)),
+                    "dtype": _dtype_policy(np.dtype(layer.dtype).name)}
+    for key in entry.options:
+        to_keras = _VALUES.get(key, (lambda value: value, None))[0]
+        keras_config[key] = to_keras(config[key])
+    keras_config.update(entry.keras_only)
+    return entry, keras_config
+
+
+def _batch_shape(shape):
+    """[None, *per-sample shape], whether or not `shape` already has the batch axis."""
+    shape = list(shape)
+    if shape and shape[0] is None:
+        shape = shape[1:]
+    return [None, *shape]
+
+
+def _per_sample(shape):
+    shape = tuple(shape)
+    return shape[1:] if shape and shape[0] is None else shape
+
+
+def _compile_config(model):
+    optimizer_config = model.optimizer.get_config()
+    name = optimizer_config["name"]
+    if name not in OPTIMIZERS:
+        raise ValueError(f"save: the optimizer {name!r} has no Keras form in "
+                         "minicnn/keras_format.py (it knows " + ", ".join(OPTIMIZERS) + ").")
+    entry = OPTIMIZERS[name]
+    optimizer = {"module": "keras.optimizers", "class_name": entry.keras_class,
+                 "config": {"name": name, **{k: optimizer_config[k] for k in entry.options},
+                            **entry.keras_only},
+                 "registered_name": None}
+    loss_config = model.loss.get_config()
+    loss = loss_config["name"]
+    if loss not in LOSSES:
+        raise ValueError(f"save: the loss {loss!r} has no Keras form in "
+                         "minicnn/keras_format.py.")
+    if loss_config.get("from_logits"):
+        loss = {"module": "keras.losses", "class_name": LOSSES[loss],
+                "config": {"name": loss, "reduction": "sum_over_batch_size",
+                           "from_logits": True},
+                "registered_name": None}
+    return {"optimizer": optimizer, "loss": loss, "loss_weights": None,
+            "metrics": [m.name for m in model.metrics] or None, "weighted_metrics": None}
+
+
+def _optimizer_variables(model):
+    """Keras's optimizer variables: [iterations, learning_rate, slots of each trainable
+    weight in model order]. A model that never trained gets zero slots, as Keras builds them
+    on loading (so Keras finds the count it expects)."""
+    optimizer = model.optimizer
+    params = model.trainable_weights
+    per_weight = len(getattr(optimizer, "slot_names", ()))
+    # A weight the optimizer never moved (never trained, or frozen until now) has zero slots,
+    # as Keras builds them on loading (so Keras finds the count it expects).
+    slots = [optimizer.get_slots(p) or [np.zeros_like(p) for _ in range(per_weight)]
+             for p in params]
+    state = {"iterations": optimizer.iterations}
+    values = [np.asarray(state["iterations"], np.int64),
+              np.asarray(optimizer.learning_rate, np.float32)]
+    for slot in slots:
+        values.extend(slot)
+    return values
+
+
+def _config_json(model, where):
+    layer_specs, entries = [], []
+    names = {layer.name for layer in model.layers}
+    input_name = next(n for n in ("input_layer", *(f"input_layer_{i}" for i in range(1, 1000)))
+                      if n not in names)
+    dtype = np.dtype(model.layers[0].dtype).name
+    layer_specs.append({"module": "keras.layers", "class_name": "InputLayer",
+                        "config": {"batch_shape": _batch_shape(model.input_shape),
+                                   "dtype": dtype, "sparse": False, "name": input_name},
+                        "registered_name": None})
+    seen = set()
+    for layer in model.layers:
+        if layer.name in seen:
+            raise ValueError(f"{where}: two layers are named {layer.name!r}; Keras needs "
+                             "unique layer names. Rename one.")
+        seen.add(layer.name)
+        entry, config = _keras_layer_config(layer, where)
+        entries.append(entry)
+        layer_specs.append({"module": "keras.layers", "class_name": entry.keras_class,
+                            "config": config, "registered_name": None,
+                            "build_config": {"input_shape": _batch_shape(layer.input_shape)}})
+    build_shape = _batch_shape(model.input_shape)
+    document = {"module": "keras", "class_name": "Sequential",
+                "config": {"name": model.name, "trainable": True,
+                           "dtype": _dtype_policy(dtype), "layers": layer_specs,
+                           "build_input_shape": build_shape},
+                "registered_name": None, "build_config": {"input_shape": build_shape},
+                "compile_config": _compile_config(model) if model.loss is not None else None}
+    return json.dumps(document), entries
+
+
+def _weights_h5(model, entries):
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        h5.create_group("vars").attrs["name"] = model.name
+        groups = _weight_groups([entry.keras_class for entry in entries])
+        h5.create_group("layers")
+        for layer, entry, group in zip(model.layers, entries, groups, strict=True):
+            variables = h5.create_group(group).create_group("vars")
+            variables.attrs["name"] = layer.name
+            order = entry.weights(layer, _per_sample(layer.input_shape))
+            for i, name in enumerate(order):
+                variables.create_dataset(str(i), data=layer.params[name])
+        if model.loss is not None:
+            variables = h5.create_group("optimizer").create_group("vars")
+            variables.attrs["name"] = model.optimizer.get_config()["name"]
+            for i, value in enumerate(_optimizer_variables(model)):
+                variables.create_dataset(str(i), data=value)
+    return buffer.getvalue()
+
+
+def save_keras(model, path):
+    """Write `model` to `path` as Keras 3's .keras archive (config, weights, compile settings
+    and optimizer state), under a temporary name then renamed. Raises ValueError naming the
+    layer when one has no Keras form."""
+    from . import __version__
+    from .saving import atomic_write
+
+    model._require_built("save")
+    config_json, entries = _config_json(model, "save")
+    weights = _weights_h5(model, entries)
+    metadata = {"keras_version": KERAS_VERSION,
+                "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
+                "saved_by": f"minicnn {__version__}"}
+    with atomic_write(path, "wb", "save") as f, zipfile.ZipFile(f, "w") as archive:
+        archive.writestr(METADATA_FILE, json.dumps(metadata))
+        archive.writestr(CONFIG_FILE, config_json)
+        archive.writestr(WEIGHTS_FILE, weights)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+class _Reader:
+    """Error and warning messages that name the file."""
+
+    def __init__(self, path, where):
+        self.path, self.where = Path(path), where
+        self.context = ""
+
+    def error(self, problem):
+        context = f" ({self.context})" if self.context else ""
+        return ValueError(f"{self.where}: {self.path}{context} {problem}")
+
+    def refuse(self, problem):
+        raise self.error(problem)
+
+    def warn(self, problem):
+        context = f" ({self.context})" if self.context else ""
+        warnings.warn(f"{self.where}: {self.path}{context}: {problem}", stacklevel=4)
+
+
+def _read_member(archive, name, limit, reader):
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        reader.refuse(f"is a zip archive without {name}, so not a Keras model file "
+                      "(Keras writes config.json, metadata.json and model.weights.h5).")
+    if info.file_size > limit:
+        reader.refuse(f"declares {name} of {info.file_size:,} bytes, more than this "
+                      f"{reader.path.stat().st_size:,}-byte file can honestly hold "
+                      f"(limit {limit:,}); refusing to read it.")
+    try:
+        with archive.open(info) as member:
+            data = member.read(limit + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise reader.error(f"has a damaged {name} ({type(exc).__name__}: {exc}); save the "
+                           "model again.") from exc
+    if len(data) > limit:
+        reader.refuse(f"has a {name} larger than it declares; refusing to read it.")
+    return data
+
+
+def _read_json(archive, name, reader):
+    data = _read_member(archive, name, _MAX_JSON_BYTES, reader)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise reader.error(f"has a corrupted {name} ({exc}).") from exc
+
+
+def _unsupported_option(config, options, keras_only, ignored, what):
+    """The first Keras option in `config` minicnn cannot honour, described, or None."""
+    for key, value in config.items():
+        if key in options or key in ignored:
+            continue
+        if key in keras_only:
+            if not _same_value(value, keras_only[key]):
+                return (f"sets {what} {key}={value!r}; minicnn supports only "
+                        f"{keras_only[key]!r}")
+        elif value is not None:  # a key newer than this table, at its 'off' value, is fine
+            return f"sets {what} option {key}={value!r}, which minicnn does not have"
+    return None
+
+
+def _dtype_from_keras(value, reader):
+    if isinstance(value, dict):
+        value = (value.get("config") or {}).get("name")
+    if value is None:
+        return "float32"
+    if value not in ("float32", "float64"):
+        reader.refuse(f"uses dtype {value!r}; minicnn computes in float32 or float64.")
+    return value
+
+
+def _minicnn_layer_config(spec, reader):
+    class_name = spec.get("class_name")
+    entry = _BY_KERAS.get(class_name)
+    if entry is None or spec.get("registered_name") not in (None, class_name):
+        known = ", ".join(_BY_KERAS)
+        reader.refuse(f"holds a {class_name!r} layer, which minicnn does not have (it reads "
+                      f"{known}). Rebuild the model in minicnn without it, or keep using Keras.")
+    config = spec.get("config")
+    if not isinstance(config, dict):
+        reader.refuse(f"has a {class_name} layer without a config.")
+    reader.context = f"layer {config.get('name', '?')!r}, {class_name}"
+    problem = _unsupported_option(config, entry.options, entry.keras_only, _COMMON, class_name)
+    if problem:
+        reader.refuse(problem + ".")
+    result = {"name": config.get("name"), "trainable": bool(config.get("trainable", True)),
+              "dtype": _dtype_from_keras(config.get("dtype"), reader)}
+    for key in entry.options:
+        if key in config:
+            from_keras = _VALUES.get(key, (None, lambda value, key, reader: value))[1]
+            result[key] = from_keras(config[key], key, reader)
+    if result["name"] is None:
+        del result["name"]
+    return entry, result
+
+
+def _input_shape(document, specs, reader):
+    """Per-sample input shape from the InputLayer, build_input_shape or build_config."""
+    config = document.get("config", {})
+    candidates = []
+    if specs and specs[0].get("class_name") == "InputLayer":
+        input_config = specs[0].get("config") or {}
+        candidates.append(input_config.get("batch_shape") or input_config.get(
+            "batch_input_shape"))
+    candidates.append(config.get("build_input_shape"))
+    candidates.append((document.get("build_config") or {}).get("input_shape"))
+    shape = next((c for c in candidates if c is not None), None)
+    if shape is None:
+        return None
+    if not isinstance(shape, list) or len(shape) < 2 or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape[1:]):
+        reader.refuse(f"has the input shape {shape!r}; minicnn needs fixed positive sizes "
+                      "after the batch axis, e.g. [null, 28, 28, 1].")
+    return tuple(shape[1:])
+
+
+class _Weights:
+    """The weights HDF5 file, read only after each dataset's shape and dtype are checked."""
+
+    def __init__(self, data, reader):
+        import h5py
+
+        self.h5py, self.reader = h5py, reader
+        try:
+            self.file = h5py.File(io.BytesIO(data), "r")
+        except Exception as exc:  # h5py raises OSError and others for damaged files
+            raise reader.error(f"has a {WEIGHTS_FILE} that is not a readable HDF5 file "
+                               f"({type(exc).__name__}: {exc}).") from exc
+
+    def close(self):
+        self.file.close()
+
+    def _child(self, group, name, kind):
+        """group[name] if it is a hard link to a `kind` (Group or Dataset), else None/refuse."""
+        h5py = self.h5py
+        if name not in group:
+            return None
+        link = group.get(name, getclass=True, getlink=True)
+        if link is not h5py.HardLink:
+            self.reader.refuse(f"has a {link.__name__} at {group.name}/{name} in "
+                               f"{WEIGHTS_FILE}; links out of the file are never followed.")
+        obj = group[name]
+        if not isinstance(obj, kind):
+            self.reader.refuse(f"has {type(obj).__name__} at {obj.name} in {WEIGHTS_FILE} "
+                               f"where a {kind.__name__} belongs.")
+        return obj
+
+    def group(self, path):
+        group = self.file
+        for part in path.split("/"):
+            group = self._child(group, part, self.h5py.Group)
+            if group is None:
+                return None
+        return group
+
+    def variables(self, path):
+        """{index: dataset} of path/vars, checked to be plain in-file datasets '0', '1', ..."""
+        group = self.group(f"{path}/vars") if path else self.group("vars")
+        if group is None:
+            return {}
+        datasets = {}
+        for name in group:
+            if not name.isdigit():
+                self.reader.refuse(f"has an unexpected entry {group.name}/{name} in "
+                                   f"{WEIGHTS_FILE}.")
+            dataset = self._child(group, name, self.h5py.Dataset)
+            if dataset.external or dataset.is_virtual:
+                self.reader.refuse(f"has an external or virtual dataset {dataset.name}; "
+                                   "minicnn reads weights stored inside the file only.")
+            datasets[int(name)] = dataset
+        if sorted(datasets) != list(range(len(datasets))):
+            self.reader.refuse(f"numbers the variables of {group.name} {sorted(datasets)}; "
+                               "expected 0, 1, 2, ...")
+        return datasets
+
+    def check(self, dataset, shape, kinds="f"):
+        """Refuse `dataset` unless it has exactly `shape` and a plain numeric dtype of one of
+        `kinds` ('f' floats, 'iu' integers). Reads metadata only."""
+        if tuple(dataset.shape) != tuple(shape):
+            self.reader.refuse(f"stores {dataset.name} with shape {tuple(dataset.shape)}; the "
+                               f"architecture needs {tuple(shape)}.")
+        dtype = dataset.dtype
+        if dtype.kind not in kinds or dtype.itemsize > 8 or dtype.fields or dtype.subdtype:
+            self.reader.refuse(f"stores {dataset.name} as {dtype}; expected "
+                               f"{'floats' if kinds == 'f' else 'integers'}.")
+
+    def read(self, dataset, shape=None, kinds="f"):
+        """The dataset as an array; checked first when `shape` is given."""
+        if shape is not None:
+            self.check(dataset, shape, kinds)
+        try:
+            return dataset[()]
+        except Exception as exc:  # damaged chunks, unknown compression filters
+            raise self.reader.error(f"cannot read {dataset.name} ({type(exc).__name__}: "
+                                    f"{exc}).") from exc
+
+
+def _build_model(document, weights, archive_bytes, reader):
+    from .layers import get_class
+    from .models import Sequential
+
+    config = document.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+        reader.refuse("has a Sequential config without a list of layers.")
+    specs = [s for s in config["layers"] if isinstance(s, dict)]
+    if len(specs) != len(config["layers"]):
+        reader.refuse("has a layer entry that is not an object.")
+    input_shape = _input_shape(document, specs, reader)
+    if specs and specs[0].get("class_name") == "InputLayer":
+        reader.context = "InputLayer"
+        _dtype_from_keras((specs[0].get("config") or {}).get("dtype"), reader)
+        specs = specs[1:]
+    if not specs:
+        reader.refuse("holds a model without layers.")
+    made = []
+    for i, spec in enumerate(specs):
+        entry, layer_config = _minicnn_layer_config(spec, reader)
+        if i == 0 and input_shape is not None:
+            layer_config["input_shape"] = list(input_shape)
+        try:
+            made.append((entry, get_class(entry.minicnn_class).from_config(layer_config)))
+        except (ValueError, TypeError) as exc:
+            raise reader.error(f"cannot be built in minicnn: {exc}") from exc
+    reader.context = ""
+    layers = [layer for _, layer in made]
+    groups = _weight_groups([entry.keras_class for entry, _ in made])
+    for name in (weights.group("layers") or {}):
+        if f"layers/{name}" not in groups:
+            reader.refuse(f"holds weights for layers/{name}, which the architecture does not "
+                          "have; the weights belong to a different model.")
+    if input_shape is None:  # never built in Keras: no shapes, no weights
+        if any(weights.variables(group) for group in groups):
+            reader.refuse("holds weights but no input shape to build the model for.")
+        return Sequential(layers, name=config.get("name"))
+
+    # Check every stored array against the shape the architecture needs, and the total
+    # against what the file can hold, before anything is allocated.
+    budget = max(_FLOOR_BYTES, _MAX_EXPANSION * archive_bytes)
+    shape, needed, planned = input_shape, 0, []
+    for (entry, layer), group in zip(made, groups, strict=True):
+        reader.context = f"layer {layer.name!r}, {entry.keras_class}"
+        try:
+            expected = entry.weights(layer, shape)
+            next_shape = _per_sample(layer.compute_output_shape((None, *shape)))
+        except (ValueError, TypeError, IndexError) as exc:
+            raise reader.error(f"cannot take inputs of shape {shape}: {exc}") from exc
+        if not all(isinstance(d, int) and d > 0 for s in (*expected.values(), next_shape)
+                   for d in s):
+            reader.refuse(f"cannot take inputs of shape {shape} (the layer's output or weights "
+                          "would be empty).")
+        needed += sum(math.prod(s) for s in expected.values()) * np.dtype(layer.dtype).itemsize
+        if needed > budget:
+            reader.refuse(f"describes an architecture needing over {needed:,} bytes of "
+                          f"weights, more than a {archive_bytes:,}-byte file can hold; "
+                          "refusing to allocate them.")
+        stored = weights.variables(group)
+        if len(stored) != len(expected):
+            reader.refuse(f"stores {len(stored)} weight arrays under {group}/vars; the layer "
+                          f"has {len(expected)} ({', '.join(expected) or 'none'}).")
+        for i, wanted in enumerate(expected.values()):
+            weights.check(stored[i], wanted)
+        planned.append((layer, expected, stored))
+        shape = next_shape
+    reader.context = ""
+    try:
+        model = Sequential(layers, name=config.get("name"))
+    except ValueError as exc:
+        raise reader.error(f"does not fit minicnn: {exc}") from exc
+    for layer, expected, stored in planned:
+        reader.context = f"layer {layer.name!r}"
+        if set(layer.params) != set(expected):
+            raise AssertionError(f"minicnn/keras_format.py: the table gives {layer.where} the "
+                                 f"weights {list(expected)}, minicnn has {list(layer.params)}")
+        by_name = {name: weights.read(stored[i]) for i, name in enumerate(expected)}
+        try:
+            layer.set_weights([by_name[name] for name in layer.params])
+        except ValueError as exc:
+            raise reader.error(f"does not fit minicnn: {exc}") from exc
+    reader.context = ""
+    return model
+
+
+def _keras_object(value, module, reader, what):
+    """(class_name, config) of a serialised Keras object, or (string, {}) for a name."""
+    if isinstance(value, str):
+        return value, {}
+    if isinstance(value, dict) and isinstance(value.get("class_name"), str):
+        if value.get("module", module) != module or value.get("registered_name") not in (
+                None, value["class_name"]):
+            raise _CompileUnsupported(f"the {what} {value['class_name']!r} is a custom object")
+        return value["class_name"], value.get("config") or {}
+    raise _CompileUnsupported(f"the {what} {value!r} is not one minicnn reads")
+
+
+def _optimizer_from_keras(value, reader):
+    from . import optimizers
+
+    class_name, config = _keras_object(value, "keras.optimizers", reader, "optimizer")
+    name = next((n for n, e in OPTIMIZERS.items()
+                 if class_name in (e.keras_class, n)), None)
+    if name is None:
+        raise _CompileUnsupported(f"the optimizer {class_name!r} is not one minicnn has "
+                                  f"({', '.join(e.keras_class for e in OPTIMIZERS.values())})")
+    entry = OPTIMIZERS[name]
+    problem = _unsupported_option(config, entry.options, entry.keras_only, entry.ignored,
+                                  f"the optimizer {class_name}")
+    if problem:
+        raise _CompileUnsupported(problem)
+    arguments = {k: config[k] for k in entry.options if k in config}
+    try:
+        return optimizers.deserialize({"name": name, **arguments})
+    except (ValueError, TypeError) as exc:
+        raise _CompileUnsupported(f"the optimizer settings do not fit minicnn: {exc}") from exc
+
+
+def _loss_from_keras(value, reader):
+    from . import losses
+
+    class_name, config = _keras_object(value, "keras.losses", reader, "loss")
+    by_class = {v: k for k, v in LOSSES.items()}
+    name = class_name if class_name in LOSSES else by_class.get(class_name)
+    if name is None:
+        raise _CompileUnsupported(f"the loss {class_name!r} is not one minicnn has "
+                                  f"({', '.join(LOSSES)})")
+    for key, wanted in _LOSS_ONLY.items():
+        if key in config and not _same_value(config[key], wanted):
+            raise _CompileUnsupported(f"the loss sets {key}={config[key]!r}")
+    return losses.deserialize({"name": name, "from_logits": bool(config.get("from_logits"))})
+
+
+def _restore_compile(model, document, weights, reader):
+    compiled = document.get("compile_config")
+    if not compiled:
+        return
+    try:
+        if not isinstance(compiled, dict):
+            raise _CompileUnsupported("the compile settings are not an object")
+        for key in ("loss_weights", "weighted_metrics"):
+            if compiled.get(key) is not None:
+                raise _CompileUnsupported(f"{key} is set")
+        metrics = []
+        for metric in compiled.get("metrics") or []:
+            if not isinstance(metric, str) or metric.lower() not in _METRICS:
+                raise _CompileUnsupported(f"the metric {metric!r} is not one minicnn has "
+                                          "('accuracy')")
+            metrics.append(_METRICS[metric.lower()])
+        optimizer = _optimizer_from_keras(compiled.get("optimizer"), reader)
+        loss = _loss_from_keras(compiled.get("loss"), reader)
+    except _CompileUnsupported as exc:
+        reader.warn(f"{exc}; the model is loaded uncompiled. Call model.compile(...) before "
+                    "fit or evaluate.")
+        return
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    _restore_optimizer_state(model, weights, reader)
+
+
+def _restore_optimizer_state(model, weights, reader):
+    stored = weights.variables("optimizer")
+    if not stored:
+        return
+    reader.context = "optimizer"
+    optimizer = model.optimizer
+    params = model.trainable_weights
+    per_weight = len(optimizer.slot_names)
+    if len(stored) not in (2, 2 + per_weight * len(params)):
+        reader.refuse(f"has {len(stored)} optimizer variables; {type(optimizer).__name__} on "
+                      f"this model has {2 + per_weight * len(params)}.")
+    iterations = int(weights.read(stored[0], (), kinds="iu"))
+    if iterations < 0:
+        reader.refuse(f"has a negative optimizer step count {iterations}.")
+    learning_rate = float(weights.read(stored[1], ()))
+    # The compile config keeps the exact value; the variable (float32) wins only when a
+    # schedule or callback had changed it.
+    if not math.isfinite(learning_rate) or learning_rate <= 0:
+        reader.refuse(f"has an invalid learning rate {learning_rate!r}.")
+    if np.float32(learning_rate) != np.float32(optimizer.learning_rate):
+        optimizer.learning_rate = learning_rate
+    slots = []
+    if len(stored) > 2:
+        for i, param in enumerate(params):
+            slot = []
+            for j in range(per_weight):
+                value = weights.read(stored[2 + i * per_weight + j], param.shape)
+                if not np.isfinite(value).all():
+                    reader.refuse(f"has NaN or inf in optimizer variable {2 + i * per_weight + j}.")
+                slot.append(value.astype(param.dtype))
+            slots.append(slot)
+    for param, slot in zip(params, slots, strict=False):  # no slots: a never-trained model
+        optimizer.set_slots(param, slot)
+    optimizer.iterations = iterations
+    reader.context = ""
+
+
+def looks_like_keras(path) -> bool:
+    """True if `path` is a zip archive holding config.json (a .keras file under any name)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return CONFIG_FILE in archive.namelist()
+    except Exception:  # noqa: BLE001 -- any damage: not recognisably Keras; the .npz reader
+        return False   # then names the problem
+
+
+def load_keras(path, where="load_model"):
+    """Rebuild the model in a .keras file (written by Keras or by minicnn): architecture,
+    weights, compile settings and optimizer state.
+
+    Raises FileNotFoundError for a missing file; ValueError naming the file and the problem for
+    anything minicnn cannot reproduce exactly (an unsupported layer or option, a damaged or
+    hostile file). Compile settings minicnn lacks (another optimizer, loss or metric) give a
+    warning and an uncompiled model, as the weights still predict the same.
+    """
+    path = Path(path)
+    reader = _Reader(path, where)
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "no such file"
+        raise FileNotFoundError(f"{where}: {what}: {path}")
+    archive_bytes = path.stat().st_size
+    try:
+        archive = zipfile.ZipFile(path)
+    except PermissionError:
+        raise
+    except Exception as exc:  # zipfile raises many kinds for damaged archives
+        raise reader.error(f"is not a readable .keras file (a zip archive): {exc}. It may be "
+                           "truncated or corrupted; save the model again.") from exc
+    with archive:
+        document = _read_json(archive, CONFIG_FILE, reader)
+        if not isinstance(document, dict):
+            reader.refuse(f"has a {CONFIG_FILE} that is not a JSON object.")
+        class_name = document.get("class_name")
+        if class_name != "Sequential":
+            reader.refuse(f"holds a {class_name!r} model; minicnn reads keras.Sequential models "
+                          "only (the functional API and subclassed models are not supported).")
+        limit = max(_FLOOR_BYTES, _MAX_EXPANSION * archive_bytes)
+        weights = _Weights(_read_member(archive, WEIGHTS_FILE, limit, reader), reader)
+    try:
+        model = _build_model(document, weights, archive_bytes, reader)
+        _restore_compile(model, document, weights, reader)
+    finally:
+        weights.close()
+    return model
