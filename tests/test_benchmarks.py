@@ -542,3 +542,28 @@ def test_layer_benchmark_minicnn_columns(tmp_path, capsys):
     assert "| conv1 | conv 3x3/1 valid + relu, no dx, 28x28x1 -> 26x26x25 |" in out
     saved = json.loads(next(tmp_path.glob("*-layers-quick.json")).read_text())
     assert saved["rows"][0]["results"]["numba"]["forward_ms"] == entry["forward_ms"]
+
+
+# ----------------------------------------------------------------------------- bench_kernels
+
+
+def test_kernel_benchmark_times_every_prototype_against_the_current_path(tmp_path, capsys):
+    kernels_bench = load("bench_kernels")
+    report = kernels_bench.main(["--quick", "--out-dir", str(tmp_path)])
+    rows = {row["conv"]: row for row in report["rows"]}
+    assert set(rows) == {"conv1", "conv2", "conv3"} and rows["conv2"]["batch"] == 16
+    assert rows["conv1"]["new"] == "direct" and rows["conv2"]["new"] == "winograd"
+    # 16 x 11 x 11 outputs x 64 filters x 225 (3x3x25) multiply-adds, 2 FLOPs each.
+    assert rows["conv2"]["flops_forward"] == 2 * 16 * 11 * 11 * 64 * 9 * 25
+    for row in rows.values():
+        current, new = row["results"]["current"], row["results"][row["new"]]
+        for phase in ("forward", "forward_conv", "dkernel"):
+            assert 0 < current[phase]["min_ms"] <= current[phase]["median_ms"]
+            assert 0 < new[phase]["min_ms"] <= new[phase]["median_ms"]
+            assert new[phase]["calls"] == 3  # --quick: one round of three calls
+    assert "step: 16 products V@U" in rows["conv2"]["results"]["winograd"]
+    out = capsys.readouterr().out
+    assert "| conv2 | 16 | forward: conv + bias + ReLU |" in out
+    assert "Winograd, step by step" in out
+    saved = json.loads(next(tmp_path.glob("*-kernels-quick.json")).read_text())
+    assert saved["config"]["blas_threads"] == 1 and len(saved["rows"]) == 3
