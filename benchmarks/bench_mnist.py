@@ -411,9 +411,12 @@ def run_metrics(record, peak_gflops=None):
     epochs = r["epoch_s"]
     load = record.get("loadavg_before")
     steady = median(epochs[1:]) if len(epochs) > 1 else (epochs[0] if epochs else None)
-    gflops = None
-    if steady and r.get("flops_per_image") and r.get("train_images"):
-        gflops = r["flops_per_image"] * r["train_images"] / steady / 1e9
+    # Runs saved before the workers reported these were of the tutorial model on the first
+    # `limit` (or all 60,000) images.
+    flops = r.get("flops_per_image") or _model.training_flops_per_image(r.get("model",
+                                                                              "tutorial"))
+    images = r.get("train_images") or min(record.get("limit") or 60000, 60000)
+    gflops = flops * images / steady / 1e9 if steady else None
     return {
         "epoch_first_s": epochs[0] if epochs else None,
         "epoch_rest_s": median(epochs[1:]) if len(epochs) > 1 else None,
@@ -632,6 +635,10 @@ def blas_lines(meta, summary):
         lines.append(text + ".")
     cfg = meta.get("config", {})
     inherited = cfg.get("forcing_env") or {}
+    if "forcing_env" not in cfg and not peak:
+        lines.append("BLAS kernel, OPENBLAS_* environment and peak: not recorded (a run from "
+                     "before bench_mnist.py recorded them).")
+        return lines
     if cfg.get("native_blas"):
         removed = ", ".join(f"{k}={v}" for k, v in inherited.items()) or "none was set"
         lines.append(f"--native-blas: {' and '.join(_blas.FORCING_VARS)} removed from the "
