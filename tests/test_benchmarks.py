@@ -220,8 +220,10 @@ def test_ratios_against_targets_from_fabricated_runs(bench_mnist):
     acc = values["test accuracy: minicnn mean - Keras mean (points)"]
     # Means over seeds 1, 2: minicnn 98.65 %, Keras 98.65 %.
     assert acc["value"] == pytest.approx(0.0, abs=1e-9) and acc["met"] is True
-    # The fabricated records carry no FLOP count: no efficiency is made up.
+    # No peak was measured: no efficiency is made up (GFLOP/s alone are, from the model).
     assert not [name for name in values if name.startswith("efficiency")]
+    assert summary["minicnn"]["stats"]["train_gflops"]["median"] == pytest.approx(
+        13_081_872 * 60000 / 3.2 / 1e9, rel=0.02)
 
 
 def test_pytorch_best_is_the_fastest_configuration_and_jax_is_judged(bench_mnist):
@@ -462,7 +464,8 @@ def test_header_says_whether_the_blas_kernel_was_forced(bench_mnist):
                                        "forcing_env": {"OPENBLAS_CORETYPE": "Haswell"}}}
     assert "removed from the workers' environment (OPENBLAS_CORETYPE=Haswell)" in (
         bench_mnist.blas_lines(native, {})[1])
-    assert "not set" in bench_mnist.blas_lines({"config": {}}, {})[0]
+    assert "not set" in bench_mnist.blas_lines({"config": {"forcing_env": {}}}, {})[0]
+    assert "not recorded" in bench_mnist.blas_lines({"config": {}}, {})[0]  # an old run
     assert not any("Warning" in line for line in lines)
     busy = {"peak": {**peak, "peak": {**peak["peak"], "gflops": {"1": 95.0, "2": 60.0},
                                       "gfma": {"1": 47.5, "2": 30.0}}}, "config": {}}
