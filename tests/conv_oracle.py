@@ -4,6 +4,8 @@ prototypes (minicnn/ops/direct.py, minicnn/ops/winograd.py) are tested against.
 Written without im2col so it shares no code with the ops under test: one einsum per kernel tap.
 NHWC, Keras kernels (KH, KW, C, F), stride 1, pads (top, bottom, left, right)."""
 
+import threading
+
 import numpy as np
 
 
@@ -41,3 +43,22 @@ def rel_error(a, b):
 
 
 TOLERANCE = {np.float64: 1e-12, np.float32: 1e-5}
+
+
+def agree_in_two_threads(compute, inputs, repeats=20):
+    """Run compute(input) `repeats` times in each of two threads at once (one input per thread)
+    and assert the last results equal a one-thread run's, bit for bit."""
+    expected = [np.array(compute(x), copy=True) for x in inputs]
+    results = [None] * len(inputs)
+
+    def work(i):
+        for _ in range(repeats):
+            results[i] = np.array(compute(inputs[i]), copy=True)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, expected, strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -3,11 +3,9 @@ convolution: forward (with bias and ReLU) and kernel gradient, float32 and float
 'same' and asymmetric pads, 3x3 (the unrolled path) and other kernel sizes; reused buffers,
 two threads, bad input."""
 
-import threading
-
 import numpy as np
 import pytest
-from conv_oracle import TOLERANCE, conv, conv_grads, rel_error
+from conv_oracle import TOLERANCE, agree_in_two_threads, conv, conv_grads, rel_error
 
 from minicnn.ops import direct
 
@@ -62,20 +60,7 @@ def test_out_buffer_and_workspace_are_written_in_place(rng):
 def test_two_threads_at_once_agree_with_one(rng):
     kernel = rng.standard_normal((3, 3, 1, 25)).astype(np.float32)
     xs = [rng.standard_normal((8, 28, 28, 1)).astype(np.float32) for _ in range(2)]
-    expected = [direct.conv2d_1ch_forward(x, kernel, relu=True)[0].copy() for x in xs]
-    results = [None, None]
-
-    def work(i):
-        for _ in range(20):
-            results[i] = direct.conv2d_1ch_forward(xs[i], kernel, relu=True)[0].copy()
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for got, want in zip(results, expected, strict=True):
-        np.testing.assert_array_equal(got, want)
+    agree_in_two_threads(lambda x: direct.conv2d_1ch_forward(x, kernel, relu=True)[0], xs)
 
 
 @pytest.mark.parametrize("call, message", [

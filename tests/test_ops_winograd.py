@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-from conv_oracle import TOLERANCE, conv, conv_grads, rel_error
+from conv_oracle import TOLERANCE, agree_in_two_threads, conv, conv_grads, rel_error
 
 from minicnn.ops import winograd as wg
 
@@ -86,21 +86,13 @@ def test_a_workspace_is_reused_and_follows_shape_changes(rng):
 def test_two_threads_with_their_own_workspaces_agree_with_one(rng):
     kernel = rng.standard_normal((3, 3, 8, 16)).astype(np.float32)
     xs = [rng.standard_normal((4, 13, 13, 8)).astype(np.float32) for _ in range(2)]
-    expected = [wg.winograd_conv2d_forward(x, kernel)[0].copy() for x in xs]
-    results = [None, None]
+    workspaces = {}
 
-    def work(i):
-        ws = {}
-        for _ in range(20):
-            results[i] = wg.winograd_conv2d_forward(xs[i], kernel, workspace=ws)[0].copy()
+    def forward(x):  # each thread reuses a workspace of its own, as a batch shard would
+        ws = workspaces.setdefault(threading.get_ident(), {})
+        return wg.winograd_conv2d_forward(x, kernel, workspace=ws)[0]
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for got, want in zip(results, expected, strict=True):
-        np.testing.assert_array_equal(got, want)
+    agree_in_two_threads(forward, xs)
 
 
 def test_stacks_are_an_odd_number_of_cache_lines_apart():

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._buffers import buffer as _buffer
+from ._prototype import buffer as _buffer
+from ._prototype import check_array
 from .kernels import _jit
 
 __all__ = ["conv2d_1ch_forward", "conv2d_1ch_backward_kernel"]
@@ -123,15 +124,7 @@ def _conv1ch_backward_kernel_into(xp, dz, kh, kw, dkernel):
 
 
 def _check(name, array, ndim, dtype=None):
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"conv2d_1ch: {name} must be a NumPy array, got {type(array).__name__}.")
-    if array.dtype not in (np.float32, np.float64):
-        raise TypeError(f"conv2d_1ch: {name} must be float32 or float64, got {array.dtype}.")
-    if dtype is not None and array.dtype != dtype:
-        raise TypeError(f"conv2d_1ch: {name} is {array.dtype} but x is {dtype}; pass both in "
-                        "one dtype (no silent promotion).")
-    if array.ndim != ndim:
-        raise ValueError(f"conv2d_1ch: {name} must have {ndim} axes, got shape {array.shape}.")
+    check_array("conv2d_1ch", name, array, dtype, ndim)
 
 
 def _padded(x, pads, kh, kw, workspace):

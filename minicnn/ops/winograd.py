@@ -44,7 +44,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._buffers import buffer as _buffer
+from ._prototype import buffer as _buffer
+from ._prototype import check_array
 from .kernels import _jit
 
 __all__ = ["winograd_conv2d_forward", "winograd_conv2d_backward", "tile_counts"]
@@ -272,7 +273,9 @@ def _output_transform_into(m, tiles_h, tiles_w, bias, floor, z):
             for tj in range(tiles_w):
                 ow = 2 * tj
                 tf = ((n * tiles_h + ti) * tiles_w + tj) * f
-                if oh + 1 < out_h and ow + 1 < out_w:  # a whole tile: no test per value
+                # A whole tile, without a test per value (the loop below is the same with
+                # the tests, for the tiles the bottom or right edge cuts).
+                if oh + 1 < out_h and ow + 1 < out_w:
                     for k in range(f):
                         y00, y01, y10, y11 = _tile_output(m, tf + k, bias[k], floor)
                         z[n, oh, ow, k] = y00
@@ -356,13 +359,7 @@ def _stack(workspace, name, rows, cols, dtype):
 
 
 def _check_float(name, array, dtype=None):
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"winograd: {name} must be a NumPy array, got {type(array).__name__}.")
-    if array.dtype not in (np.float32, np.float64):
-        raise TypeError(f"winograd: {name} must be float32 or float64, got {array.dtype}.")
-    if dtype is not None and array.dtype != dtype:
-        raise TypeError(f"winograd: {name} is {array.dtype} but x is {dtype}; pass both in one "
-                        "dtype (no silent promotion).")
+    check_array("winograd", name, array, dtype)
 
 
 def _geometry(x_shape, pads):
