@@ -163,6 +163,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def write_report(report: dict, out_dir: str | os.PathLike, suffix: str) -> Path:
+    """Write `report` (with 'created' and 'machine': {'host'}) atomically to
+    <out_dir>/<date>-<host><suffix>.json, print and return the path."""
+    path = atomic_write_json(result_path(out_dir, suffix, "json", report["created"][:10],
+                                         report["machine"]["host"]), report)
+    print(f"\nwrote {path}")
+    return path
+
+
 def atomic_write_json(path: str | os.PathLike, data) -> Path:
     """json.dumps(data, indent=1) written atomically (see atomic_write_text)."""
     return atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")

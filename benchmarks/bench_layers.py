@@ -565,11 +565,7 @@ def main(argv=None):
     print()
     print(markdown_tables(rows, impls, meta))
     if not args.no_json:
-        suffix = "-layers" + ("-quick" if args.quick else "")
-        path = _common.atomic_write_json(
-            _common.result_path(args.out_dir, suffix, "json", meta["created"][:10],
-                                meta["machine"]["host"]), report)
-        print(f"\nwrote {path}")
+        _common.write_report(report, args.out_dir, "-layers" + ("-quick" if args.quick else ""))
     return report
 
 

@@ -1,11 +1,15 @@
 """Smoke tests of benchmarks/: the minicnn worker path end to end on a few hundred real MNIST
-images, the layer benchmark's minicnn columns, and the summary / ratio / table / JSON code on
-fabricated per-run inputs (marked as such). No timing is asserted; TensorFlow and PyTorch are
-not needed."""
+images, the model specs and their FLOP counts, the BLAS report and peak measure, the workers'
+environment (--native-blas, --minicnn checkouts), the layer benchmark's minicnn columns, and the
+summary / ratio / table / JSON code on fabricated per-run inputs (marked as such). No timing is
+asserted; TensorFlow, PyTorch and JAX are not needed. The environment is never changed: the
+tests hand the code environment dicts of their own."""
 
+import ctypes
 import importlib.util
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,7 +46,7 @@ def test_quick_minicnn_run_writes_table_json_and_chart(bench_mnist, mnist_dir, t
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p))
     # No warm-up process, to keep the test short: the one worker compiles (or loads) the kernels.
     report = bench_mnist.main(["--quick", "--frameworks", "minicnn", "--limit", "512",
-                               "--no-warmup", "--predict-repeats", "2",
+                               "--no-warmup", "--predict-repeats", "2", "--peak-size", "256",
                                "--out-dir", str(tmp_path)])
     out = capsys.readouterr().out
 
@@ -62,22 +66,38 @@ def test_quick_minicnn_run_writes_table_json_and_chart(bench_mnist, mnist_dir, t
     assert 0.2 < r["test_accuracy"] <= 1 and 0 < r["test_loss"] < 2.3
     assert r["versions"]["minicnn"] and r["config"]["numba_threads"] >= 1
     assert run["others_cpu_cores"] is None or 0 <= run["others_cpu_cores"] < 64
+    # The worker says which BLAS and kernel it ran (read after the timed part), the same as
+    # the peak process that ran with the same environment.
+    blas = load("_blas").blas_info()
+    assert r["blas"]["kernel"] == blas["kernel"] == report["peak"]["blas"]["kernel"]
+    assert r["blas"]["library"] == blas["library"]
+    assert r["flops_per_image"] == 13_081_872 and r["train_images"] == 512
+    assert r["minicnn_path"] == str(REPO_ROOT / "minicnn")
 
     stats = report["summary"]["minicnn"]["stats"]
     assert stats["epoch_first_s"]["median"] == r["epoch_s"][0]
     assert stats["epoch_rest_s"] is None  # a 1-epoch run has no later epochs
     assert stats["test_accuracy_pct"]["values"] == [100 * r["test_accuracy"]]
-    assert report["ratios"] == []  # no peer ran
+    # Efficiency: the model's FLOPs per image x images / seconds, over the measured peak.
+    gflops = 13_081_872 * 512 / r["epoch_s"][0] / 1e9
+    assert stats["train_gflops"]["median"] == pytest.approx(gflops)
+    assert stats["efficiency_pct"]["median"] == pytest.approx(
+        100 * gflops / max(report["peak"]["peak"]["gflops"].values()))
+    # No peer ran: only minicnn's own efficiency is judged.
+    assert [x["name"] for x in report["ratios"]] == [
+        "efficiency: minicnn training FLOP/s over the measured peak (%)"]
 
     # The printed table carries the run's own figures; the JSON and PNG are on disk.
     assert f"| s/epoch, first epoch | {r['epoch_s'][0]:.2f} |" in out
     assert f"| test accuracy by seed (%) | {100 * r['test_accuracy']:.2f} |" in out
     assert "first 512 images only (NOT comparable)" in out
+    assert f"kernel {blas['kernel']} (from {blas['source']})" in out
+    assert "Peak: NumPy float32 matrix product 256x256" in out
     json_files = list(tmp_path.glob("*-quick.json"))
     png_files = list(tmp_path.glob("*-quick.png"))
     assert len(json_files) == 1 and len(png_files) == 1
     saved = json.loads(json_files[0].read_text())
-    assert saved["schema"] == "minicnn-bench-mnist/1" and saved["fabricated"] is False
+    assert saved["schema"] == "minicnn-bench-mnist/2" and saved["fabricated"] is False
     assert saved["runs"][0]["result"]["epoch_s"] == r["epoch_s"]
     assert png_files[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
@@ -181,13 +201,18 @@ def test_summary_medians_and_ranges_from_fabricated_runs(bench_mnist):
 def test_ratios_against_targets_from_fabricated_runs(bench_mnist):
     summary = bench_mnist.summarize(fabricated_runs(), ["minicnn", "keras", "torch"])
     values = {r["name"]: r for r in bench_mnist.compute_ratios(summary)}
-    keras_epoch = values["s/epoch: minicnn / Keras 3.15.1 (TF 2.21.0)"]
-    # Later-epoch medians: minicnn 3.2 s, Keras median(6.0, 7.0) = 6.5 s.
-    assert keras_epoch["value"] == pytest.approx(3.2 / 6.5) and keras_epoch["met"] is True
-    torch_epoch = values["s/epoch: minicnn / PyTorch 2.13.0+cpu (NCHW, 2 threads)"]
+    keras_epoch = values["s/epoch: minicnn / keras"]
+    # Later-epoch medians: minicnn 3.2 s, Keras median(6.0, 7.0) = 6.5 s; issue 14: <= 0.4.
+    assert keras_epoch["value"] == pytest.approx(3.2 / 6.5) and keras_epoch["met"] is False
+    assert keras_epoch["target"] == "<= 0.4"
+    torch_epoch = values["s/epoch: minicnn / torch"]
     assert torch_epoch["value"] == pytest.approx(3.2 / 8.2) and torch_epoch["met"] is True
-    predict = values["predict() throughput: minicnn / Keras"]
+    # One PyTorch configuration ran: it is PyTorch's best.
+    best = values["s/epoch: minicnn / PyTorch's best (the fastest of torch: torch)"]
+    assert best["value"] == torch_epoch["value"] and best["target"] == "<= 0.5"
+    predict = values["predict() throughput: minicnn / keras"]
     assert predict["value"] == pytest.approx(45000 / 25000) and predict["met"] is False
+    assert predict["target"] == ">= 3"
     start = values["start to first batch: minicnn / Keras"]
     assert start["value"] == pytest.approx(1.1 / 3.5) and start["met"] is True
     rss = values["peak RSS: minicnn / Keras"]
@@ -195,6 +220,61 @@ def test_ratios_against_targets_from_fabricated_runs(bench_mnist):
     acc = values["test accuracy: minicnn mean - Keras mean (points)"]
     # Means over seeds 1, 2: minicnn 98.65 %, Keras 98.65 %.
     assert acc["value"] == pytest.approx(0.0, abs=1e-9) and acc["met"] is True
+    # No peak was measured: no efficiency is made up (GFLOP/s alone are, from the model).
+    assert not [name for name in values if name.startswith("efficiency")]
+    assert summary["minicnn"]["stats"]["train_gflops"]["median"] == pytest.approx(
+        13_081_872 * 60000 / 3.2 / 1e9, rel=0.02)
+
+
+def test_pytorch_best_is_the_fastest_configuration_and_jax_is_judged(bench_mnist):
+    runs = fabricated_runs()
+    runs += [
+        fabricated_record("torch-best", 1, [9.0, 7.0, 7.2, 7.1], 2.0, 0.9860, 800, 21000),
+        fabricated_record("torch-plain", 1, [9.0, 6.4, 6.6, 6.5], 2.0, 0.9860, 800, 21000),
+        fabricated_record("jax", 1, [15.0, 8.0, 8.0, 8.0], 6.0, 0.9870, 600, 60000),
+    ]
+    runs[-2]["result"]["config"]["loop"] = "plain"
+    frameworks = ["minicnn", "keras", "torch", "torch-best", "torch-plain", "jax"]
+    summary = bench_mnist.summarize(runs, frameworks)
+    assert summary["torch-plain"]["label"].endswith("(NCHW, 2 threads, plain loop)")
+    assert summary["jax"]["label"].startswith("JAX ")
+    values = {r["name"]: r for r in bench_mnist.compute_ratios(summary)}
+    # Later-epoch medians: torch 8.2, torch-best 7.1, torch-plain 6.5 -> the plain loop wins.
+    best = values["s/epoch: minicnn / PyTorch's best (the fastest of torch, torch-best, "
+                  "torch-plain: torch-plain)"]
+    assert best["value"] == pytest.approx(3.2 / 6.5) and best["met"] is True
+    assert values["s/epoch: minicnn / jax"]["value"] == pytest.approx(3.2 / 8.0)
+    assert values["s/epoch: minicnn / jax"]["met"] is True  # 0.4 <= 0.4
+    jax_predict = values["predict() throughput: minicnn / jax"]
+    assert jax_predict["value"] == pytest.approx(45000 / 60000) and jax_predict["met"] is False
+
+
+def test_two_checkouts_are_compared_with_the_first(bench_mnist):
+    # FABRICATED: an old and a new minicnn, interleaved with Keras.
+    old = [fabricated_record("minicnn:old", s, [4.0, 3.0, 3.0, 3.0], 1.0, 0.988, 200, 50000)
+           for s in (1, 2)]
+    new = [fabricated_record("minicnn:new", s, [4.0, 3.1, 3.2, 3.1], 1.0, 0.988, 200, 46000)
+           for s in (1, 2)]
+    summary = bench_mnist.summarize(old + new, ["minicnn:old", "minicnn:new"])
+    values = {r["name"]: r for r in bench_mnist.compute_ratios(summary)}
+    epoch = values["s/epoch: minicnn:new / minicnn:old"]
+    assert epoch["value"] == pytest.approx(3.1 / 3.0) and epoch["met"] is True  # within 5 %
+    predict = values["predict() throughput: minicnn:new / minicnn:old"]
+    assert predict["value"] == pytest.approx(0.92) and predict["met"] is False  # 8 % slower
+
+
+def test_efficiency_is_training_flops_per_second_over_the_peak(bench_mnist):
+    record = fabricated_record("minicnn", 1, [4.0, 3.0, 2.0, 3.0], 1.0, 0.988, 200, 50000)
+    record["result"].update(flops_per_image=13_081_872, train_images=60000)
+    metrics = bench_mnist.run_metrics(record, peak_gflops=200.0)
+    # Later epochs' median 3.0 s: 13,081,872 x 60,000 / 3.0 s = 261.6 GFLOP/s.
+    assert metrics["train_gflops"] == pytest.approx(261.63744)
+    assert metrics["efficiency_pct"] == pytest.approx(130.81872)
+    assert bench_mnist.run_metrics(record)["efficiency_pct"] is None  # no peak measured
+    peak = {"peak": {"gflops": {"1": 95.0, "2": 185.0}}}
+    assert bench_mnist.peak_gflops_of(peak) == 185.0 and bench_mnist.peak_gflops_of(None) is None
+    # A core taken by another process during the 2-thread product: the 1-thread rate counts.
+    assert bench_mnist.peak_gflops_of({"peak": {"gflops": {"1": 95.0, "2": 60.0}}}) == 95.0
 
 
 def test_accuracy_gap_beyond_target_is_flagged(bench_mnist):
@@ -210,7 +290,7 @@ def test_table_and_json_from_fabricated_runs(bench_mnist, tmp_path):
     args = SimpleNamespace(epochs=4, seeds=[1, 2], frameworks=["minicnn", "keras", "torch"],
                            batch_size=32, predict_batch_size=32, predict_repeats=3, limit=None,
                            torch_channels_last=False, torch_keep_freed_memory=False,
-                           wait_idle=None, max_wait=300.0)
+                           wait_idle=None, max_wait=300.0, model="tutorial")
     machine = {"host": "test/host", "cpu": "Fabricated CPU", "usable_cpus": 2,
                "memory_gib": 24, "python": "3.11", "minicnn_git": "abc123"}
     report = bench_mnist.build_report(args, machine, [], fabricated_runs(),
@@ -222,6 +302,8 @@ def test_table_and_json_from_fabricated_runs(bench_mnist, tmp_path):
     assert "| predict() images/s | 45,000 [40,000-50,000] |" in table
     assert "| peak RSS: minicnn / Keras | 0.20 | <= 0.4 | yes |" in table
     assert "no warm-up process" in table
+    assert "| PyTorch 2.13.0+cpu (NCHW, 2 threads) [torch] |" in table  # keys name columns
+    assert "Peak:" not in table  # none was measured; nothing is invented
 
     paths = bench_mnist.write_outputs(report, tmp_path, chart=True)
     # Host characters outside [A-Za-z0-9._-] become '_' in the file name.
@@ -229,8 +311,8 @@ def test_table_and_json_from_fabricated_runs(bench_mnist, tmp_path):
     saved = json.loads(paths[0].read_text())
     assert saved["fabricated"] is True
     assert saved["summary"]["keras"]["stats"]["epoch_rest_s"]["median"] == pytest.approx(6.5)
-    assert [r["target"] for r in saved["ratios"]] == ["<= 0.5", "<= 0.5", ">= 2", "<= 1",
-                                                      "<= 0.4", "within +-0.3"]
+    assert [r["target"] for r in saved["ratios"]] == ["<= 0.4", "<= 0.5", "<= 0.5", ">= 3",
+                                                      "<= 1", "<= 0.4", "within +-0.3"]
     assert paths[1].read_bytes()[:4] == b"\x89PNG"
 
     # --from-json: the saved runs give the same table again, and the chart is redrawn.
@@ -238,6 +320,187 @@ def test_table_and_json_from_fabricated_runs(bench_mnist, tmp_path):
     again = bench_mnist.main(["--from-json", str(paths[0])])
     assert bench_mnist.markdown_table(again["summary"], again["ratios"], again) == table
     assert paths[1].read_bytes()[:4] == b"\x89PNG"
+
+
+# ----------------------------------------------------------------------------- models, FLOPs
+
+
+def test_model_flops_follow_the_layer_shapes():
+    model = load("_model")
+    # Tutorial, per image: conv1 26*26*25 outputs x 9 taps, no input gradient (x2); conv2
+    # 11*11*64 x 9*25 and conv3 3*3*64 x 9*64, dense 64x64 and 64x10, each x3; 2 FLOPs a MAC.
+    conv1, conv2, conv3 = 26 * 26 * 25 * 9, 11 * 11 * 64 * 9 * 25, 3 * 3 * 64 * 9 * 64
+    tutorial = 2 * (2 * conv1 + 3 * (conv2 + conv3 + 64 * 64 + 64 * 10))
+    assert model.training_flops_per_image("tutorial") == tutorial == 13_081_872
+    # keras.io's convnet: conv 32 on 28x28x1, conv 64 on 13x13x32, dense 1600 -> 10.
+    convnet = 2 * (2 * 26 * 26 * 32 * 9 + 3 * (11 * 11 * 64 * 9 * 32 + 1600 * 10))
+    assert model.training_flops_per_image("convnet") == convnet
+    wide = 2 * (2 * 26 * 26 * 50 * 9 + 3 * (11 * 11 * 128 * 9 * 50 + 3 * 3 * 128 * 9 * 128
+                                            + 128 * 128 + 128 * 10))
+    assert model.training_flops_per_image("tutorial-wide") == wide
+    assert model.recipe("convnet") == {"batch_size": 128, "loss": "categorical_crossentropy",
+                                       "one_hot": True}
+    assert "Dropout" in model.needs("convnet") and "Dropout" not in model.needs("tutorial")
+    with pytest.raises(KeyError, match="unknown model 'lenet'; known: tutorial"):
+        model.specs("lenet")
+
+
+def test_model_specs_build_minicnn_models_of_the_counted_shapes():
+    import numpy as np
+
+    from minicnn import layers, models
+
+    spec = load("_model")
+    for name in ("tutorial", "tutorial-wide"):
+        model = models.Sequential(spec.keras_layers(layers, name))
+        model.build(spec.INPUT_SHAPE)
+        out_shapes = [tuple(s for s in layer.output_shape if s is not None)
+                      for layer in model.layers]
+        assert out_shapes == [shape_out for _spec, _in, shape_out in spec.shapes(name)]
+        probs = model.predict(np.zeros((2, 28, 28, 1), np.float32))
+        assert probs.shape == (2, 10)
+        np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_convnet_worker_skips_minicnn_cleanly_until_it_has_dropout(bench_mnist, mnist_dir,
+                                                                 tmp_path, monkeypatch):
+    from minicnn import layers
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p))
+    report = bench_mnist.main(["--quick", "--model", "convnet", "--frameworks", "minicnn",
+                               "--limit", "256", "--no-warmup", "--predict-repeats", "1",
+                               "--peak-size", "0", "--no-chart", "--out-dir", str(tmp_path)])
+    assert report["config"]["batch_size"] == 128  # the convnet's recipe
+    (run,) = report["runs"]
+    assert "error" not in run, run.get("error")
+    if hasattr(layers, "Dropout"):  # issue 10 landed: the convnet now trains on minicnn
+        assert run["result"]["model"] == "convnet" and run["result"]["epoch_s"]
+    else:
+        assert run["skipped"].startswith(f"minicnn at {REPO_ROOT / 'minicnn'} has no "
+                                         "layers.Dropout yet")
+        summary = report["summary"]["minicnn"]
+        assert summary["failed"] == 0 and summary["skipped"] == run["skipped"]
+        table = bench_mnist.markdown_table(report["summary"], report["ratios"], report)
+        assert f"Skipped: minicnn: {run['skipped']}." in table
+
+
+# ----------------------------------------------------------------------------- BLAS, environment
+
+
+def test_blas_info_names_numpys_openblas_kernel():
+    import numpy as np
+
+    blas_mod = load("_blas")
+    info = blas_mod.blas_info()
+    config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    assert "openblas" in config["name"]  # NumPy's wheels: the project's machines have these
+    assert "openblas" in info["library"] and info["kernel"]
+    # threadpoolctl (when installed) and OpenBLAS's own corename agree on the kernel.
+    lib = blas_mod._numpy_openblas()
+    assert blas_mod._openblas_call(lib, "get_corename", ctypes.c_char_p).decode() == (
+        info["kernel"])
+    assert info["env"] == {k: os.environ[k] for k in blas_mod.FORCING_VARS if k in os.environ}
+
+
+def test_peak_measure_reports_flop_and_fma_rates_per_thread_count():
+    peak = load("_blas").measure_peak(size=128, repeats=2, threads=(1, 2))
+    assert peak["size"] == 128 and set(peak["gflops"]) == {"1", "2"}
+    for n in ("1", "2"):
+        assert peak["gflops"][n] > 0
+        assert peak["gfma"][n] == pytest.approx(peak["gflops"][n] / 2, abs=0.1)
+
+
+def test_worker_environment_native_blas_and_checkouts(bench_mnist, tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    for root in (old, new):
+        (root / "minicnn").mkdir(parents=True)
+        (root / "minicnn" / "__init__.py").write_text("")
+    args = bench_mnist.parse_args(["--frameworks", "minicnn,torch-best",
+                                   "--minicnn", f"old={old},new={new}", "--native-blas"])
+    assert args.frameworks == ["minicnn:old", "minicnn:new", "torch-best"]
+    base = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "524288",
+            "PYTHONPATH": "/somewhere", "HOME": "/root"}
+    before = dict(base)
+    env, changes = bench_mnist.worker_env("minicnn:new", args, base)
+    assert base == before  # the caller's environment is never changed
+    assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env
+    assert changes["removed"] == ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"]
+    assert env["PYTHONPATH"] == os.pathsep.join([str(new), "/somewhere"])
+    assert env["HOME"] == "/root"
+    env, _ = bench_mnist.worker_env("torch-best", args, base)
+    assert env["PYTHONPATH"] == "/somewhere" and env["MALLOC_TRIM_THRESHOLD_"] == str(1 << 30)
+    assert bench_mnist.worker_plan("torch-plain", args)[1] == [
+        "--model", "tutorial", "--torch-channels-last", "--torch-plain-loop"]
+    assert bench_mnist.worker_plan("keras-jax", args)[1][-2:] == ["--keras-backend", "jax"]
+    # Without --native-blas the forcing variables are inherited as they are.
+    plain = bench_mnist.parse_args(["--frameworks", "minicnn"])
+    env, changes = bench_mnist.worker_env("minicnn", plain, base)
+    assert env["OPENBLAS_CORETYPE"] == "Haswell" and changes["removed"] == []
+
+
+@pytest.mark.parametrize("text, message", [
+    ("old", "expected NAME=PATH, got 'old'"),
+    ("a=.,a=.", "the name 'a' is given twice"),
+    ("x=/nonexistent/checkout", "/nonexistent/checkout holds no minicnn/__init__.py"),
+])
+def test_bad_checkout_lists_are_refused(bench_mnist, text, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        bench_mnist.parse_checkouts(text)
+
+
+def test_header_says_whether_the_blas_kernel_was_forced(bench_mnist):
+    peak = {"blas": {"library": "openblas", "version": "0.3.31", "kernel": "Haswell",
+                     "source": "threadpoolctl"},
+            "peak": {"size": 2048, "repeats": 5, "gflops": {"1": 95.0, "2": 185.0},
+                     "gfma": {"1": 47.5, "2": 92.5}}}
+    forced = {"peak": peak, "config": {"forcing_env": {"OPENBLAS_CORETYPE": "Haswell"}}}
+    lines = bench_mnist.blas_lines(forced, {})
+    assert lines[0] == "BLAS: NumPy's openblas 0.3.31, kernel Haswell (from threadpoolctl)."
+    assert "inherited OPENBLAS_CORETYPE=Haswell" in lines[1] and "--native-blas" in lines[1]
+    assert lines[2].startswith("Peak: NumPy float32 matrix product 2048x2048 (fastest of 5): "
+                               "1 thread 95.0 GFLOP/s = 47.5 G FMA/s; 2 threads 185.0 GFLOP/s")
+    native = {"peak": peak, "config": {"native_blas": True,
+                                       "forcing_env": {"OPENBLAS_CORETYPE": "Haswell"}}}
+    assert "removed from the workers' environment (OPENBLAS_CORETYPE=Haswell)" in (
+        bench_mnist.blas_lines(native, {})[1])
+    assert "not set" in bench_mnist.blas_lines({"config": {"forcing_env": {}}}, {})[0]
+    assert "not recorded" in bench_mnist.blas_lines({"config": {}}, {})[0]  # an old run
+    assert not any("Warning" in line for line in lines)
+    busy = {"peak": {**peak, "peak": {**peak["peak"], "gflops": {"1": 95.0, "2": 60.0},
+                                      "gfma": {"1": 47.5, "2": 30.0}}}, "config": {}}
+    assert bench_mnist.blas_lines(busy, {})[-1].startswith(
+        "**Warning**: 2 threads reached only 0.63x the 1-thread rate")
+
+
+# ----------------------------------------------------------------------------- bench_scaling
+
+
+def test_scaling_tables_from_a_quick_minicnn_run(mnist_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p))
+    scaling = load("bench_scaling")
+    report = scaling.main(["--frameworks", "minicnn", "--epochs", "1", "--batch-sizes", "32,64",
+                           "--image-counts", "256,512", "--no-warmup", "--peak-size", "128",
+                           "--out-dir", str(tmp_path)])
+    rows = {(r["table"], r["label"]): r for r in report["results"]}
+    assert list(rows) == [("batch", "batch 32"), ("batch", "batch 64"), ("images", "256 images"),
+                          ("images", "512 images"), ("model", "tutorial"),
+                          ("model", "tutorial-wide")]
+    assert [(r["model"], r["batch_size"], r["images"]) for r in rows.values()] == [
+        ("tutorial", 32, 512), ("tutorial", 64, 512), ("tutorial", 32, 256),
+        ("tutorial", 32, 512), ("tutorial", 32, 512), ("tutorial-wide", 32, 512)]
+    # The same setting is run once and shown in every table that needs it.
+    assert rows[("batch", "batch 32")]["runs"] is rows[("images", "512 images")]["runs"]
+    wide = rows[("model", "tutorial-wide")]["runs"][0]["result"]
+    assert wide["model"] == "tutorial-wide" and wide["flops_per_image"] == 51_103_008
+    assert rows[("batch", "batch 64")]["runs"][0]["result"]["batch_size"] == 64
+    out = capsys.readouterr().out
+    epoch = rows[("images", "256 images")]["runs"][0]["result"]["epoch_s"][0]
+    assert f"| 256 images | {epoch:.2f} | {epoch / 256 * 10000:.2f} |" in out
+    assert "**Tutorial model and tutorial-wide (hidden widths x2)**" in out
+    saved = json.loads(next(tmp_path.glob("*-scaling.json")).read_text())
+    assert saved["schema"] == "minicnn-bench-scaling/1" and len(saved["results"]) == 6
 
 
 # ----------------------------------------------------------------------------- bench_layers
@@ -282,3 +545,28 @@ def test_layer_benchmark_minicnn_columns(tmp_path, capsys):
     assert "| conv1 | conv 3x3/1 valid + relu, no dx, 28x28x1 -> 26x26x25 |" in out
     saved = json.loads(next(tmp_path.glob("*-layers-quick.json")).read_text())
     assert saved["rows"][0]["results"]["numba"]["forward_ms"] == entry["forward_ms"]
+
+
+# ----------------------------------------------------------------------------- bench_kernels
+
+
+def test_kernel_benchmark_times_every_prototype_against_the_current_path(tmp_path, capsys):
+    kernels_bench = load("bench_kernels")
+    report = kernels_bench.main(["--quick", "--out-dir", str(tmp_path)])
+    rows = {row["conv"]: row for row in report["rows"]}
+    assert set(rows) == {"conv1", "conv2", "conv3"} and rows["conv2"]["batch"] == 16
+    assert rows["conv1"]["new"] == "direct" and rows["conv2"]["new"] == "winograd"
+    # 16 x 11 x 11 outputs x 64 filters x 225 (3x3x25) multiply-adds, 2 FLOPs each.
+    assert rows["conv2"]["flops_forward"] == 2 * 16 * 11 * 11 * 64 * 9 * 25
+    for row in rows.values():
+        current, new = row["results"]["current"], row["results"][row["new"]]
+        for phase in ("forward", "forward_conv", "dkernel"):
+            assert 0 < current[phase]["min_ms"] <= current[phase]["median_ms"]
+            assert 0 < new[phase]["min_ms"] <= new[phase]["median_ms"]
+            assert new[phase]["calls"] == 3  # --quick: one round of three calls
+    assert "step: 16 products V@U" in rows["conv2"]["results"]["winograd"]
+    out = capsys.readouterr().out
+    assert "| conv2 | 16 | forward: conv + bias + ReLU |" in out
+    assert "Winograd, step by step" in out
+    saved = json.loads(next(tmp_path.glob("*-kernels-quick.json")).read_text())
+    assert saved["config"]["blas_threads"] == 1 and len(saved["rows"]) == 3
