@@ -38,6 +38,7 @@ from .layers.base import unique_name
 from .ops.threads import blas_threads
 from .parallel import BatchSplit
 from .profiling import TrainingProfile
+from .tensor import as_tensor
 
 
 class LossNotFiniteError(FloatingPointError):
@@ -98,6 +99,7 @@ class Model:
         self.optimizer = None
         self.loss = None
         self.metrics = []
+        self._compiled_metrics = []  # [(log name, metric, weighted)] from compile
         self.loss_tracker = metrics_module.Mean(name="loss")
         self.stop_training = False
         self.history = None
@@ -195,20 +197,25 @@ class Model:
         return sum(node.layer.flops() for node in self._graph.nodes) if self.built else 0
 
     # -- compile --------------------------------------------------------------------------------
-    def compile(self, optimizer="adam", loss=None, metrics=None):
-        """Choose the optimizer ('adam', 'sgd' or an instance), the loss (name or instance) and
-        metrics (e.g. ['accuracy'])."""
+    def compile(self, optimizer="adam", loss=None, metrics=None, weighted_metrics=None):
+        """Choose the optimizer ('adam', 'sgd' or an instance), the loss (a name such as 'mse',
+        a losses function or instance) and metrics (e.g. ['accuracy', 'mae']); metrics ignore
+        sample weights and weighted_metrics use them, as in Keras (minicnn/metrics.py)."""
         if loss is None:
             raise ValueError(
                 "compile: loss is required, e.g. loss='sparse_categorical_crossentropy'.")
         self.optimizer = optimizers_module.get(optimizer)
         self.loss = losses_module.get(loss)
-        self.metrics = [metrics_module.get(m, self.loss) for m in (metrics or [])]
+        self._compiled_metrics = metrics_module.compile_metrics(metrics, weighted_metrics,
+                                                                self.loss)
+        self.metrics = [metric for _, metric, _ in self._compiled_metrics]
+        # What the user passed, for model files (saving.py, keras_format.py).
+        self._metric_identifiers = (list(metrics or []), list(weighted_metrics or []))
 
     @property
     def metrics_names(self):
-        """'loss' and the compiled metrics' names, in the order evaluate returns them."""
-        return ["loss", *(m.name for m in self.metrics)]
+        """'loss' and the compiled metrics' log names, in the order evaluate returns them."""
+        return ["loss", *(name for name, _, _ in self._compiled_metrics)]
 
     def _require_compiled(self, where):
         if self.loss is None:
@@ -264,20 +271,20 @@ class Model:
         metrics with this batch -> logs {name: running value over the epoch so far}."""
         if loss is not None:
             self.loss_tracker.update_state(loss, sample_weight=len(y_pred))
-        for metric in self.metrics:
-            metric.update_state(y, y_pred, sample_weight)
+        for _, metric, weighted in self._compiled_metrics:
+            metric.update_state(y, y_pred, sample_weight if weighted else None)
         return self.get_metrics_result()
 
     def get_metrics_result(self):
         """{'loss': ..., metric name: ...}: the running values."""
-        logs = {"loss": self.loss_tracker.result()}
-        logs.update((m.name, m.result()) for m in self.metrics)
+        logs = {"loss": float(self.loss_tracker.result())}
+        logs.update((name, float(m.result())) for name, m, _ in self._compiled_metrics)
         return logs
 
     def reset_metrics(self):
         """Start the loss tracker and every metric afresh (fit does so each epoch)."""
         self.loss_tracker.reset_state()
-        for metric in self.metrics:
+        for _, metric, _ in self._compiled_metrics:
             metric.reset_state()
 
     def _phase(self, name):
@@ -338,12 +345,15 @@ class Model:
         epochs = arguments.integer(epochs, "epochs", where, minimum=0)
         initial_epoch = arguments.integer(initial_epoch, "initial_epoch", where, minimum=0)
         validation_freq = arguments.integer(validation_freq, "validation_freq", where, minimum=1)
-        verbose = check_verbose(verbose, where)
+        verbose_given, verbose = verbose, check_verbose(verbose, where)
         shuffle = arguments.boolean(shuffle, "shuffle", where)
         validation_split = check_validation_split(validation_split, where)
         x = check_x(self, x, where, convert=False)
         y = check_y(self, y, len(x), where)
-        weights = check_sample_weights(sample_weight, class_weight, y, len(x), where)
+        if sample_weight is not None and class_weight is not None:
+            raise ValueError("fit: give sample_weight or class_weight, not both (as Keras); to "
+                             "combine them, multiply the class weights into sample_weight.")
+        weights = check_sample_weights(sample_weight, None, y, len(x), where)
         if validation_data is not None:
             val = self._unpack_validation(validation_data)
         elif validation_split > 0:
@@ -359,6 +369,8 @@ class Model:
             weights = None if weights is None else weights[:split_at]
         else:
             val = None
+        if class_weight is not None:  # the training samples only, as Keras
+            weights = check_sample_weights(None, class_weight, y, len(x), where)
         val_batch_size = batch_size if validation_batch_size is None else arguments.integer(
             validation_batch_size, "validation_batch_size", where, minimum=1)
 
@@ -372,10 +384,10 @@ class Model:
             profiler = TrainingProfile([layer.name for layer in self.layers], n, batch_size,
                                        shards)
             callback_list.insert(0, profiler)
-        if verbose:
-            callback_list.append(ProgbarLogger(epochs, steps, verbose))
+        if verbose and not any(isinstance(c, ProgbarLogger) for c in callback_list):
+            callback_list.append(ProgbarLogger())
         callback_list.append(history)
-        params = {"epochs": epochs, "steps": steps, "verbose": verbose}
+        params = {"verbose": verbose_given, "epochs": epochs, "steps": steps}
         history.profile = profiler
         cbs = CallbackList(callback_list, self, params)
         with blas_threads():
@@ -490,13 +502,14 @@ class Model:
         self._require_compiled(where)
         batch_size = 32 if batch_size is None else arguments.integer(
             batch_size, "batch_size", where, minimum=1)
-        verbose = check_verbose(verbose, where)
+        verbose_given, verbose = verbose, check_verbose(verbose, where)
         x = check_x(self, x, where, convert=False)
         y = check_y(self, y, len(x), where)
         weights = check_sample_weights(sample_weight, None, y, len(x), where)
         steps = -(-len(x) // batch_size)
         bar = Progbar(steps, verbose)
-        cbs = CallbackList(list(callbacks or []), self, {"steps": steps, "verbose": verbose})
+        cbs = CallbackList(list(callbacks or []), self,
+                           {"verbose": verbose_given, "epochs": 1, "steps": steps})
         with blas_threads():
             self.strategy.refresh()
             logs = self._evaluate_arrays(x, y, weights, batch_size, cbs, bar)
@@ -515,12 +528,13 @@ class Model:
         where = "predict"
         batch_size = 32 if batch_size is None else arguments.integer(
             batch_size, "batch_size", where, minimum=1)
-        verbose = check_verbose(verbose, where)
+        verbose_given, verbose = verbose, check_verbose(verbose, where)
         x = check_x(self, x, where, convert=False)
         out = np.empty((len(x), *self.output_shape[1:]), dtype=self.dtype)
         steps = -(-len(x) // batch_size)
         bar = Progbar(steps, verbose)
-        cbs = CallbackList(list(callbacks or []), self, {"steps": steps, "verbose": verbose})
+        cbs = CallbackList(list(callbacks or []), self,
+                           {"verbose": verbose_given, "epochs": 1, "steps": steps})
         # Inference keeps nothing for a backward pass, so it runs in larger chunks than the
         # user's batch_size (fewer calls, better BLAS shapes); the outputs are the same.
         chunk = batch_size if cbs.callbacks else max(batch_size, PREDICT_CHUNK)
@@ -587,13 +601,14 @@ class Model:
             return np.array(self.predict_step((x,)))
 
     def __call__(self, x, training=False):
-        """The outputs for x as a new array (training=True: layers in training mode)."""
+        """The outputs for x as a new array, a Tensor (an ndarray with TensorFlow's .numpy(),
+        minicnn/tensor.py); training=True runs the layers in training mode."""
         x = check_x(self, x, "model(x)")
         with blas_threads():
             y_pred, tape = self.forward(x, training=bool(training))
             out = np.array(y_pred)
             tape.release()
-        return out
+        return as_tensor(out)
 
     def layer_outputs(self, x, names=None):
         """{layer name: its output for x} (inference), for the layers named (default: all);

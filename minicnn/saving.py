@@ -99,9 +99,12 @@ def save_model(model, path):
               "config": model.get_config(), "build_input_shape": list(model.input_shape[1:]),
               "compile": None, "optimizer_state": None}
     if model.loss is not None:
+        from . import losses, metrics
+        given, weighted = model._metric_identifiers
         header["compile"] = {"optimizer": model.optimizer.get_config(),
-                             "loss": model.loss.get_config(),
-                             "metrics": [m.name for m in model.metrics]}
+                             "loss": losses.serialize(model.loss),
+                             "metrics": [metrics.serialize(m) for m in given],
+                             "weighted_metrics": [metrics.serialize(m) for m in weighted]}
         slot_counts = {}
         for weight_path, param in model.named_weights():
             slots = model.optimizer.get_slots(param)
@@ -251,13 +254,16 @@ def _rebuild_architecture(model_file):
 
 
 def _restore_compile(model, model_file):
-    from . import losses, optimizers
+    from . import losses, metrics, optimizers
     compiled = model_file.header.get("compile")
     if not compiled:
         return
     try:
         model.compile(optimizer=optimizers.deserialize(compiled["optimizer"]),
-                      loss=losses.deserialize(compiled["loss"]), metrics=compiled["metrics"])
+                      loss=losses.deserialize(compiled["loss"]),
+                      metrics=[metrics.deserialize(m) for m in compiled["metrics"]],
+                      weighted_metrics=[metrics.deserialize(m)
+                                        for m in compiled.get("weighted_metrics") or []])
     except Exception as exc:  # whatever the header holds
         raise model_file.error(f"has invalid compile settings "
                                f"({type(exc).__name__}: {exc}).") from exc
