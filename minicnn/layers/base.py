@@ -24,6 +24,7 @@ import numpy as np
 from .. import arguments, initializers
 from ..backend import standardize_dtype
 from ..graph import Context
+from ..tensor import Tensor
 
 _name_counts = defaultdict(int)
 
@@ -180,7 +181,7 @@ class Layer:
             )
         ctx = Context(training=bool(training), need_input_grad=False, need_param_grads=False)
         out = self.forward(np.ascontiguousarray(x, dtype=self.dtype), ctx)
-        return np.array(out)  # never a view of x
+        return np.array(out).view(Tensor)  # never a view of x; .numpy() as TensorFlow's
 
     # -- weights --------------------------------------------------------------------------------
     @property
