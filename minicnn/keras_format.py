@@ -117,6 +117,12 @@ LAYERS = [
     LayerFormat("Activation", "Activation", ("activation",)),
     LayerFormat("ReLU", "ReLU", (), {"max_value": None, "negative_slope": 0.0, "threshold": 0.0}),
     LayerFormat("Softmax", "Softmax", (), {"axis": -1}),
+    LayerFormat("Add", "Add"),
+    LayerFormat("Subtract", "Subtract"),
+    LayerFormat("Multiply", "Multiply"),
+    LayerFormat("Average", "Average"),
+    LayerFormat("Maximum", "Maximum"),
+    LayerFormat("Concatenate", "Concatenate", ("axis",)),
 ]
 _BY_MINICNN = {entry.minicnn_class: entry for entry in LAYERS}
 _BY_KERAS = {entry.keras_class: entry for entry in LAYERS}
@@ -326,6 +332,10 @@ def _optimizer_variables(model):
 
 
 def _config_json(model, where):
+    if type(model).__name__ != "Sequential":
+        raise ValueError(f"{where}: minicnn writes .keras files of Sequential models only so "
+                         f"far; {model.name!r} is a {type(model).__name__} model. Save it as "
+                         ".npz (model.save('model.npz')), which keeps everything.")
     layer_specs, entries = [], []
     names = {layer.name for layer in model.layers}
     input_name = next(n for n in ("input_layer", *(f"input_layer_{i}" for i in range(1, 1000)))
@@ -616,10 +626,8 @@ def _build_model(document, weights, archive_bytes, reader):
     if not specs:
         reader.refuse("holds a model without layers.")
     made = []
-    for i, spec in enumerate(specs):
+    for spec in specs:
         entry, layer_config = _minicnn_layer_config(spec, reader)
-        if i == 0 and input_shape is not None:
-            layer_config["input_shape"] = list(input_shape)
         try:
             made.append((entry, get_class(entry.minicnn_class).from_config(layer_config)))
         except (ValueError, TypeError) as exc:
@@ -667,6 +675,7 @@ def _build_model(document, weights, archive_bytes, reader):
     reader.context = ""
     try:
         model = Sequential(layers, name=config.get("name"))
+        model.build((None, *input_shape))
     except ValueError as exc:
         raise reader.error(f"does not fit minicnn: {exc}") from exc
     for layer, expected, stored in planned:
