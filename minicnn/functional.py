@@ -371,9 +371,10 @@ class Functional(Model):
 
     def __init__(self, inputs, outputs, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
-        self._single_input = isinstance(inputs, KerasTensor)
+        self.inputs = [inputs] if isinstance(inputs, KerasTensor) else list(inputs)
+        # One input takes a plain array (as Keras, even when given as [input]).
+        self._single_input = len(self.inputs) == 1
         self._single_output = isinstance(outputs, KerasTensor)
-        self.inputs = [inputs] if self._single_input else list(inputs)
         self.outputs = [outputs] if self._single_output else list(outputs)
         if not self.inputs or not self.outputs:
             raise ValueError(f"{self.name}: keras.Model needs at least one input and one output.")

@@ -108,7 +108,7 @@ class _Shapes:
         self.dtype, self.loss = dtype, loss
 
 
-def _as_list(data, names, arg, where):
+def _as_list(data, names, arg, where, kind="inputs"):
     """A list (in order) or a dict (by name) of per-input/-output arrays -> a list."""
     if isinstance(data, dict):
         missing = [n for n in names if n not in data]
@@ -118,7 +118,7 @@ def _as_list(data, names, arg, where):
         return [data[n] for n in names]
     if not isinstance(data, (list, tuple)) or len(data) != len(names):
         got = len(data) if isinstance(data, (list, tuple)) else f"one {type(data).__name__}"
-        raise ValueError(f"{where}: the model has {len(names)} of them ({names}), so {arg} must "
+        raise ValueError(f"{where}: the model has {len(names)} {kind} {names}, so {arg} must "
                          f"be a list of {len(names)} arrays or a dict by name; got {got}.")
     return list(data)
 
@@ -311,6 +311,8 @@ class Model:
         """check_x for each model input (a list of arrays, or a dict by input name, for a
         model with several inputs)."""
         if self._single_input:
+            if isinstance(x, (list, tuple)) and len(x) == 1 and isinstance(x[0], np.ndarray):
+                x = x[0]  # [x] for a model of one input, as Keras takes it
             return check_x(self, x, where, arg=arg, convert=convert)
         names = [t.name for t in self.inputs]
         items = _as_list(x, names, arg, where)
@@ -328,7 +330,7 @@ class Model:
         if self._single_output:
             return check_y(self, y, n, where, arg=arg)
         names = self.output_names
-        items = _as_list(y, names, arg, where)
+        items = _as_list(y, names, arg, where, "outputs")
         shapes = self.output_shape
         return [check_y(_Shapes(shape, self.dtype, loss_fn), yi, n, where, arg=f"{arg}[{name!r}]")
                 for (loss_fn, _), shape, yi, name in zip(self._output_losses, shapes, items, names,

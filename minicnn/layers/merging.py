@@ -96,6 +96,8 @@ class Maximum(_Merge):
 class Concatenate(Layer):
     """Joins its inputs along `axis` (default -1, the channels); other sizes must match."""
 
+    exactly = None
+
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)
         self.axis = arguments.integer(axis, "axis", self.where)
