@@ -262,3 +262,60 @@ def test_calling_a_layer_on_arrays_runs_it_eagerly_and_symbolic_tensors_refuse_n
 def test_plain_model_without_graph_explains_what_to_do():
     with pytest.raises(TypeError, match=r"keras.Model\(inputs, outputs\)"):
         Model()
+
+
+# -- .keras files of functional models, with real Keras --------------------------------------
+
+
+def test_functional_models_round_trip_through_real_keras(rng, tmp_path):
+    import os
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import keras
+
+    trunk = models.Sequential([layers.Dense(4, activation="relu", input_shape=(5,))],
+                              name="trunk")
+    a, b = Input(shape=(5,), name="a"), Input(shape=(5,), name="b")
+    x = layers.Average()([trunk(a), trunk(b)])
+    x = layers.Concatenate()([x, layers.Dense(3)(a), layers.Subtract()([trunk(a), x])])
+    out = layers.Dense(2, activation="softmax", name="out")(x)
+    model = Model([a, b], out, name="two_inputs")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    xs = [rng.random((20, 5)).astype(np.float32), rng.random((20, 5)).astype(np.float32)]
+    model.fit(xs, rng.integers(0, 2, 20), epochs=1, verbose=0)
+    model.save(tmp_path / "f.keras")
+    theirs = keras.models.load_model(tmp_path / "f.keras")
+    ours = model.predict(xs, verbose=0)
+    np.testing.assert_allclose(np.asarray(theirs.predict(xs, verbose=0)), ours, atol=1e-6)
+    theirs.save(tmp_path / "back.keras")
+    back = models.load_model(tmp_path / "back.keras")
+    assert type(back).__name__ == "Functional" and back.name == "two_inputs"
+    np.testing.assert_array_equal(back.predict(xs, verbose=0), ours)
+
+    inputs = keras.Input(shape=(8, 8, 2))
+    c = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    s = keras.layers.Add()([c, keras.layers.Conv2D(4, 3, padding="same")(c)])
+    flat = keras.layers.Flatten()(keras.layers.MaxPooling2D()(s))
+    residual = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(flat))
+    residual.save(tmp_path / "res.keras")
+    loaded = models.load_model(tmp_path / "res.keras")
+    x = rng.random((4, 8, 8, 2)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0),
+                               np.asarray(residual.predict(x, verbose=0)), atol=1e-6)
+
+
+def test_a_hostile_functional_keras_file_cannot_make_minicnn_allocate(rng, tmp_path):
+    import json
+    import zipfile
+    inputs = Input(shape=(3,))
+    model = Model(inputs, layers.Dense(2, name="big")(inputs))
+    model.save(tmp_path / "small.keras")
+    with zipfile.ZipFile(tmp_path / "small.keras") as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    config["config"]["layers"][1]["config"]["units"] = 3_000_000_000
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "hostile.keras", "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(ValueError, match="refusing to allocate"):
+        models.load_model(tmp_path / "hostile.keras")
