@@ -75,7 +75,9 @@ __all__ = ["Layer", "Loss", "Metric", "Model", "NotInMinicnnError", "Sequential"
            "preprocess_digit", "set_random_seed", "utils", "version", "__version__"]
 # Listed once they exist (the layers and training-extras work of issue 10 adds them).
 __all__ += [name for name, module in _LAZY_NAMES.items()
-            if name in vars(sys.modules.get(f"{__name__}.{module}", layers))]
+            if f"{__name__}.{module}" in sys.modules
+            and (name in vars(sys.modules[f"{__name__}.{module}"])
+                 or name in vars(sys.modules[f"{__name__}.{module}"]).get("__all__", ()))]
 if importlib.util.find_spec(f"{__name__}.regularizers") is not None:
     __all__.append("regularizers")
 

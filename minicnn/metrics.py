@@ -449,3 +449,25 @@ def deserialize(config):
         raise ValueError(f"unknown metric class {config.get('class_name')!r}; minicnn has "
                          f"{', '.join(_CLASS_BY_NAME)}.")
     return cls.from_config(dict(config.get("config") or {}))
+
+
+def serialize_all(given):
+    """serialize over compile's metrics argument: a list, or per output a list or dict."""
+    if given is None:
+        return []
+    if isinstance(given, dict):
+        return {name: serialize_all(value) for name, value in given.items()}
+    if isinstance(given, (list, tuple)):
+        return [serialize_all(value) if isinstance(value, (list, tuple, dict))
+                else serialize(value) for value in given]
+    return serialize(given)
+
+
+def deserialize_all(config):
+    """The inverse of serialize_all."""
+    if isinstance(config, dict) and "class_name" not in config:
+        return {name: deserialize_all(value) for name, value in config.items()}
+    if isinstance(config, list):
+        return [deserialize_all(value) for value in config]
+    return deserialize(config)
+

@@ -36,6 +36,7 @@ OPS = [
     "maxpool2d_forward", "maxpool2d_backward",
     "avgpool2d_forward", "avgpool2d_backward",
     "softmax_crossentropy_forward", "softmax_crossentropy_backward",
+    "merge_forward", "merge_backward", "concatenate_forward", "concatenate_backward",
     "adam_update", "im2col", "col2im", "conv2d_naive",
 ]
 

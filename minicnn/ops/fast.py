@@ -9,8 +9,9 @@ What makes it fast, op by op:
   output (instead of a pass for the bias and one for the ReLU), and one pass backward that
   also sums the bias gradient.
 - maxpool2d: compiled; the common window == stride case writes each cell once.
-- Everything else (dense, the other activations, average pooling, softmax + cross-entropy) is
-  already one or two vectorised NumPy calls, so this backend uses the reference code as it is.
+- Everything else (dense, the other activations, average pooling, merging, softmax +
+  cross-entropy) is already one or two vectorised NumPy calls, so this backend uses the
+  reference code as it is.
 
 Buffers: an op given ``ws`` (a dict that the caller keeps between calls with inputs of the same
 shape, see minicnn/graph.py) keeps its output and scratch arrays there and overwrites them on
@@ -32,8 +33,12 @@ from .reference import (  # noqa: F401  (the ops whose reference is already vect
     activation_forward,
     avgpool2d_backward,
     avgpool2d_forward,
+    concatenate_backward,
+    concatenate_forward,
     dense_backward,
     dense_forward,
+    merge_backward,
+    merge_forward,
     softmax_crossentropy_backward,
     softmax_crossentropy_forward,
 )
