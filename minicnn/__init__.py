@@ -67,7 +67,8 @@ _NAMESPACES = {"": sys.modules[__name__], "layers": layers, "losses": losses,
                "metrics": metrics, "models": models, "optimizers": optimizers,
                "callbacks": callbacks, "initializers": initializers,
                "activations": activations, "utils": utils, "nn": nn}
-_LAZY_NAMESPACES = {"datasets": "datasets", "regularizers": "regularizers", "saving": "saving"}
+_LAZY_NAMESPACES = {"datasets": "datasets", "regularizers": "regularizers", "saving": "saving",
+                    "schedules": "optimizers.schedules"}
 
 __all__ = ["Layer", "Loss", "Metric", "Model", "NotInMinicnnError", "Sequential",
            "activations", "callbacks", "datasets", "gradcheck", "initializers", "keras",

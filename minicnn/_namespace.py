@@ -29,13 +29,17 @@ class NotInMinicnnError(AttributeError):
     """A Keras or TensorFlow name that minicnn does not have (yet), or a name nobody has."""
 
 
-def public_names(module):
-    """What a module offers: its __all__, else its public non-module attributes."""
+def public_names(module, namespace=None):
+    """What a module offers: its __all__, else its public non-module attributes that it
+    defines itself or that Keras has in that namespace (models.Sequential lives in
+    sequential.py), not the helpers it imports."""
     names = vars(module).get("__all__")  # not getattr: that would come back to __getattr__
-    if names is None:  # what the module defines itself, not what it imports
+    if names is None:
+        keras_names = KERAS_NAMES.get(namespace, ())
         names = [n for n, v in vars(module).items()
                  if not n.startswith("_") and not isinstance(v, types.ModuleType)
-                 and getattr(v, "__module__", module.__name__) == module.__name__]
+                 and (getattr(v, "__module__", module.__name__) == module.__name__
+                      or n in keras_names)]
     return sorted(set(names))
 
 
@@ -85,7 +89,7 @@ def install_missing_names(module, namespace):
                 pass
         if name.startswith("_"):
             raise AttributeError(f"module {module.__name__!r} has no attribute {name!r}")
-        raise missing_name_error(namespace, name, public_names(module))
+        raise missing_name_error(namespace, name, public_names(module, namespace))
 
     __getattr__._minicnn_missing_names = True
     module.__getattr__ = __getattr__
