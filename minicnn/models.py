@@ -197,7 +197,11 @@ class Model:
         raise NotImplementedError
 
     def get_layer(self, name=None, index=None):
-        """A layer by name or by position in `layers`, as Keras's get_layer."""
+        """A layer by name or by position in `layers`, as Keras's get_layer (one of the two)."""
+        if (index is None) == (name is None):
+            raise ValueError("get_layer: give a layer name or an index, not "
+                             f"{'both' if index is not None else 'neither'}, e.g. "
+                             "model.get_layer('dense') or model.get_layer(index=0).")
         if index is not None:
             index = arguments.integer(index, "index", "get_layer")
             if not -len(self.layers) <= index < len(self.layers):

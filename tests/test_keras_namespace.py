@@ -246,3 +246,17 @@ def test_normalize_divides_by_the_norm_along_the_axis(rng, axis, order):
     if axis == -1:  # (Keras 3.15's own normalize fails for axis=0)
         np.testing.assert_allclose(keras.utils.normalize(x, axis, order),
                                    real_keras.utils.normalize(x, axis, order), rtol=1e-12)
+
+
+def test_model_api_as_keras_shows_it():
+    model = quickstart_model()
+    assert model.input_shape == (None, 28, 28) and model.output_shape == (None, 10)
+    assert model.input_shape[1:] == (28, 28)  # the tutorials' idiom means what it says
+    assert model.get_layer(index=-1) is model.layers[-1]
+    assert model.get_layer(model.layers[1].name) is model.layers[1]
+    with pytest.raises(ValueError, match="give a layer name or an index, not both"):
+        model.get_layer(model.layers[1].name, index=1)
+    with pytest.raises(ValueError, match="not neither"):
+        model.get_layer()
+    last = model.pop()
+    assert isinstance(last, layers.Dense) and model.output_shape == (None, 16)
