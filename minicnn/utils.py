@@ -63,3 +63,12 @@ def normalize(x, axis=-1, order=2):
     norm[norm == 0] = 1
     return x / np.expand_dims(norm, -1 if axis is None else axis)
 
+
+def __getattr__(name):
+    """plot_model lives in minicnn/plot.py (matplotlib), loaded only when asked for."""
+    if name == "plot_model":
+        from . import plot
+        if hasattr(plot, "plot_model"):
+            return plot.plot_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+

@@ -228,3 +228,33 @@ def test_metrics_of_loss_functions_are_the_losses(rng):
     assert isinstance(metrics.get("RootMeanSquaredError"), metrics.RootMeanSquaredError)
     assert isinstance(metrics.get("root_mean_squared_error"), metrics.RootMeanSquaredError)
     assert metrics.get(metrics.binary_accuracy) is metrics.binary_accuracy
+
+
+@pytest.mark.parametrize("metric, sparse", [
+    (metrics.Accuracy(), False), (metrics.BinaryAccuracy(threshold=0.2), False),
+    (metrics.CategoricalAccuracy(), False), (metrics.SparseCategoricalAccuracy(), True),
+    (metrics.MeanSquaredError(), False), (metrics.MeanAbsoluteError(), False),
+    (metrics.RootMeanSquaredError(), False), (metrics.BinaryCrossentropy(from_logits=True), False),
+    (metrics.CategoricalCrossentropy(label_smoothing=0.1), False),
+    (metrics.SparseCategoricalCrossentropy(name="scce"), True), ("binary_accuracy", False),
+    ("mse", False), (metrics.sparse_categorical_accuracy, True),
+], ids=lambda m: str(m) if isinstance(m, (str, bool)) else getattr(m, "name", None) or
+    m.__name__)
+def test_every_metric_survives_both_model_files(metric, sparse, rng, tmp_path):
+    x = rng.normal(size=(12, 4)).astype(np.float32)
+    labels = rng.integers(0, 3, 12)
+    y = labels if sparse else np.eye(3, dtype=np.float32)[labels]
+    minicnn.set_random_seed(2)
+    model = models.Sequential([layers.Dense(3, activation="softmax", input_shape=(4,))])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy" if sparse else
+                  "categorical_crossentropy", metrics=[metric])
+    model.fit(x, y, epochs=1, verbose=0)
+    expected = model.evaluate(x, y, verbose=0, return_dict=True)
+    for name in ("m.npz", "m.keras"):
+        model.save(tmp_path / name)
+        loaded = models.load_model(tmp_path / name)
+        assert loaded.metrics_names == model.metrics_names
+        if isinstance(metric, metrics.Metric):
+            assert type(loaded.metrics[0]) is type(metric)
+            assert loaded.metrics[0].get_config() == metric.get_config()
+        assert loaded.evaluate(x, y, verbose=0, return_dict=True) == expected
