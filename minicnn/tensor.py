@@ -31,7 +31,7 @@ class Tensor(np.ndarray):
         # does so by itself for the exact ndarray type).
         if return_scalar or array.ndim == 0:
             return array[()]
-        return super().__array_wrap__(array, context, return_scalar)
+        return super().__array_wrap__(array, context)  # (NumPy 1.x takes no return_scalar)
 
     def numpy(self):
         """A plain ndarray copy of the values (a NumPy scalar for a 0-d Tensor)."""

@@ -11,6 +11,7 @@ os.environ["KERAS_BACKEND"] = "jax"  # before Keras is imported: the test extra 
 import keras
 import numpy as np
 import pytest
+from test_losses import numeric_gradient, rel_error
 
 from minicnn import losses
 from minicnn.tensor import Scalar, Tensor
@@ -163,21 +164,6 @@ def test_every_reduction_with_and_without_weights_as_keras(case, reduction, rng)
             assert isinstance(got, Scalar)
             assert got == pytest.approx(np_reduce(values, w, reduction), rel=1e-12)
             assert got == pytest.approx(float(theirs), rel=2e-5)
-
-
-def numeric_gradient(f, y_pred, eps=1e-6):
-    grad = np.zeros_like(y_pred)
-    for index in np.ndindex(*y_pred.shape):
-        bumped = y_pred.copy()
-        bumped[index] += eps
-        plus = f(bumped)
-        bumped[index] -= 2 * eps
-        grad[index] = (plus - f(bumped)) / (2 * eps)
-    return grad
-
-
-def rel_error(a, b):
-    return np.linalg.norm(a - b) / (np.linalg.norm(a) + np.linalg.norm(b))
 
 
 @pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum", "mean_with_sample_weight",
