@@ -243,6 +243,14 @@ def _format_value(value):
     return f"{value:.4f}" if abs(value) > 1e-3 else f"{value:.4e}"
 
 
+def _in_a_notebook():
+    """True inside a running Jupyter (or Colab) kernel, whose output redraws on '\\r'; a
+    process that merely imported ipykernel (nbclient, a test runner) writes to a log."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if hasattr(ipython, "get_ipython") else None
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
 class Progbar:
     """Keras 3's progress display, by verbosity:
 
@@ -266,7 +274,7 @@ class Progbar:
         self.stream = stream if stream is not None else sys.stdout
         self.interval = interval
         isatty = getattr(self.stream, "isatty", None)
-        self.dynamic = bool(isatty and isatty()) or "ipykernel" in sys.modules
+        self.dynamic = bool(isatty and isatty()) or _in_a_notebook()
         self.start = time.perf_counter()
         self._after_first_step = None
         self._last_draw = 0.0

@@ -10,6 +10,7 @@ from test_models import small_model, toy_data
 from minicnn import callbacks
 
 TIME = r"\d+(s|ms|us)/step"
+VALUE = r"\d\.\d{4}(e[+-]\d+)?"  # Keras writes values <= 1e-3 (0 included) as 0.0000e+00
 
 
 def test_fit_verbose_2_prints_one_line_per_epoch_as_keras(rng, capsys):
@@ -19,8 +20,8 @@ def test_fit_verbose_2_prints_one_line_per_epoch_as_keras(rng, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4 and lines[0] == "Epoch 1/2" and lines[2] == "Epoch 2/2"
     # Keras 3: "3/3 - 0s - 12ms/step - accuracy: ... - loss: ... - val_accuracy: ..."
-    pattern = (rf"^3/3 - \d+s - {TIME} - accuracy: \d\.\d{{4}} - loss: \d\.\d{{4}} - "
-               rf"val_accuracy: \d\.\d{{4}} - val_loss: \d\.\d{{4}}$")
+    pattern = (rf"^3/3 - \d+s - {TIME} - accuracy: {VALUE} - loss: {VALUE} - "
+               rf"val_accuracy: {VALUE} - val_loss: {VALUE}$")
     assert re.match(pattern, lines[1]), lines[1]
     assert f"loss: {history.history['loss'][0]:.4f}" in lines[1]
     assert history.params == {"verbose": 2, "epochs": 2, "steps": 3}
@@ -34,7 +35,7 @@ def test_verbose_auto_is_1_and_history_keeps_what_was_given(rng, capsys):
     assert history.params == {"verbose": "auto", "epochs": 2, "steps": 2}
     model.fit(x, y, epochs=2, batch_size=32, verbose=1)
     ones = capsys.readouterr().out
-    shape = re.compile(r"\d+ms|\d+us|\d+s|\d\.\d{4}(e[+-]\d+)?")
+    shape = re.compile(rf"\d+ms|\d+us|\d+s|{VALUE}")
     assert shape.sub("#", auto) == shape.sub("#", ones)
     assert re.search(rf"^2/2 ━{{20}} \d+s {TIME} - accuracy: ", auto, re.M)
 
@@ -51,7 +52,7 @@ def test_evaluate_and_predict_verbosity(rng, capsys):
     model = small_model()
     model.evaluate(x, y, verbose=2)
     line, = capsys.readouterr().out.splitlines()
-    assert re.match(rf"^2/2 - \d+s - {TIME} - accuracy: \d\.\d{{4}} - loss: \d\.\d{{4}}$", line)
+    assert re.match(rf"^2/2 - \d+s - {TIME} - accuracy: {VALUE} - loss: {VALUE}$", line)
     model.evaluate(x, y, verbose=1)
     assert re.match(rf"^2/2 ━{{20}} \d+s {TIME} - accuracy: ", capsys.readouterr().out)
     model.predict(x, verbose=2)
@@ -91,3 +92,15 @@ def test_progress_values_format_as_keras():
     bar = callbacks.Progbar(1, verbose=1, stream=stream)
     bar.update(1, {"loss": 0.0005, "accuracy": 0.5}, finished=True)
     assert stream.getvalue().endswith(" - accuracy: 0.5000 - loss: 5.0000e-04\n")
+
+
+def test_the_bar_redraws_only_in_a_running_notebook_kernel(monkeypatch):
+    import ipykernel  # noqa: F401  (imported, as nbclient does, but no kernel runs here)
+    assert not callbacks.Progbar(2, stream=io.StringIO()).dynamic
+
+    class Shell:
+        kernel = object()
+
+    import IPython
+    monkeypatch.setattr(IPython, "get_ipython", lambda: Shell())
+    assert callbacks.Progbar(2, stream=io.StringIO()).dynamic
