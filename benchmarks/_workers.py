@@ -179,25 +179,21 @@ def minicnn_missing_layers(layers_module, model_name):
 
 def minicnn_functional_api(minicnn_module):
     """(api, None) with api.Input / api.Model / api.layers when this minicnn has Keras's
-    functional API, else (None, what is missing). Looks for ``Input`` at the top level or in
-    ``layers`` and for a ``models.Model`` that takes ``inputs`` and ``outputs``."""
-    import inspect
+    functional API, else (None, [what is missing]). ``Input`` is looked for at the top level,
+    then in ``layers``; ``Model`` at the top level, then ``models.Model``; the two must build a
+    one-layer ``Model(inputs, outputs)`` (a probe, as the API may take ``*args``)."""
     from types import SimpleNamespace
 
     layers, models = minicnn_module.layers, minicnn_module.models
-    missing = []
     make_input = getattr(minicnn_module, "Input", None) or getattr(layers, "Input", None)
     if make_input is None:
-        missing.append("minicnn.Input")
+        return None, ["minicnn.Input", "Model(inputs, outputs)"]
     model_class = getattr(minicnn_module, "Model", None) or getattr(models, "Model", None)
     try:
-        params = inspect.signature(model_class).parameters if model_class else {}
-    except (TypeError, ValueError):
-        params = {}
-    if not {"inputs", "outputs"} <= set(params):
-        missing.append("Model(inputs, outputs)")
-    if missing:
-        return None, missing
+        probe = make_input(shape=(2,))
+        model_class(probe, layers.Dense(1)(probe))
+    except Exception as exc:  # noqa: BLE001 - whatever fails, the API is not there yet
+        return None, [f"Model(inputs, outputs) ({type(exc).__name__}: {exc})"]
     return SimpleNamespace(Input=make_input, Model=model_class, layers=layers), None
 
 
@@ -221,13 +217,13 @@ def run_minicnn(args, clock, out):
     if _model.is_graph(args.model):
         api, missing_api = minicnn_functional_api(minicnn)
         if missing_api:
-            missing_layers = f" and layers.{', layers.'.join(missing)}" if missing else ""
+            missing_layers = f"; nor layers.{', layers.'.join(missing)}" if missing else ""
             raise Skipped(f"minicnn at {out['minicnn_path']} has no functional API yet "
                           f"({', '.join(missing_api)}{missing_layers}; issue 11); the "
                           f"{args.model} model runs on the peers only")
     if missing:
         raise Skipped(f"minicnn at {out['minicnn_path']} has no layers.{', layers.'.join(missing)}"
-                      f" yet (Dropout comes with issue 10); the {args.model} model runs on the "
+                      f" yet (issue 10 adds Keras's layers); the {args.model} model runs on the "
                       "peers only")
     recipe = _model.recipe(args.model)
     t = time.time()

@@ -19,8 +19,9 @@ frameworks minicnn, keras, torch, torch-best. Results: ``results/<date>-<host>-r
     PYTHONPATH=. python benchmarks/bench_cifar.py --quick --limit 512        # a smoke run
 
 minicnn's worker reports "skipped" with the reason (and the table lists it) until minicnn has
-Keras's functional API (``Input``, ``Model(inputs, outputs)``) and the layers the model uses
-(BatchNormalization, Add, GlobalAveragePooling2D, ReLU); JAX's peer skips graphs.
+Keras's functional API (``Input``, ``Model(inputs, outputs)``: in since issue 11) and every
+layer the model uses (BatchNormalization and GlobalAveragePooling2D are still missing: issue
+10); JAX's peer skips graphs.
 """
 
 from __future__ import annotations
