@@ -36,7 +36,8 @@ OPS = [
     "maxpool2d_forward", "maxpool2d_backward",
     "avgpool2d_forward", "avgpool2d_backward",
     "softmax_crossentropy_forward", "softmax_crossentropy_backward",
-    "adam_update", "im2col", "col2im", "conv2d_naive",
+    "sgd_update", "rmsprop_update", "adagrad_update", "adam_update", "adamw_update",
+    "im2col", "col2im", "conv2d_naive",
 ]
 
 __all__ = ["BACKENDS", "OPS", "set_backend", "get_backend", "backend", "backend_module",

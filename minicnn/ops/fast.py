@@ -30,10 +30,12 @@ from .reference import (  # noqa: F401  (the ops whose reference is already vect
     ACTIVATIONS,
     activation_backward,
     activation_forward,
+    adagrad_update,
     avgpool2d_backward,
     avgpool2d_forward,
     dense_backward,
     dense_forward,
+    sgd_update,
     softmax_crossentropy_backward,
     softmax_crossentropy_forward,
 )
@@ -185,10 +187,34 @@ def maxpool2d_backward(dy, cache):
     return kernels.maxpool2d_backward_into(dy, argmax, dx)
 
 
+def _contiguous(*arrays):
+    return all(a is None or a.flags.c_contiguous for a in arrays)
+
+
 def adam_update(grad, param, m, v, beta_1, beta_2, alpha, epsilon):
     """Twin of reference.adam_update: one compiled pass over the four arrays (a parameter that
     is a non-contiguous view cannot be walked flat, so it takes the reference)."""
-    if not (param.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
+    if not _contiguous(param, m, v):
         return reference.adam_update(grad, param, m, v, beta_1, beta_2, alpha, epsilon)
     kernels.adam_update(np.ascontiguousarray(grad), param, m, v, beta_1, beta_2, alpha, epsilon)
+    return None
+
+
+def adamw_update(grad, param, m, v, beta_1, beta_2, alpha, epsilon, decay):
+    """Twin of reference.adamw_update: the weight decay folded into Adam's compiled pass."""
+    if not _contiguous(param, m, v):
+        return reference.adamw_update(grad, param, m, v, beta_1, beta_2, alpha, epsilon, decay)
+    kernels.adam_update(np.ascontiguousarray(grad), param, m, v, beta_1, beta_2, alpha, epsilon,
+                        decay)
+    return None
+
+
+def rmsprop_update(grad, param, velocity, momentum_buffer, average_grad, learning_rate, rho,
+                   momentum, epsilon):
+    """Twin of reference.rmsprop_update: one compiled pass (non-contiguous: the reference)."""
+    if not _contiguous(param, velocity, momentum_buffer, average_grad):
+        return reference.rmsprop_update(grad, param, velocity, momentum_buffer, average_grad,
+                                        learning_rate, rho, momentum, epsilon)
+    kernels.rmsprop_update(np.ascontiguousarray(grad), param, velocity, momentum_buffer,
+                           average_grad, learning_rate, rho, momentum, epsilon)
     return None
