@@ -275,12 +275,13 @@ class Model:
     def _regularized_weights(self):
         """[(param, regularizer)]: each trainable weight whose layer gives it a regularizer
         (kernel_regularizer=...), once. Frozen weights have none, as in Keras."""
-        trainable = {id(w) for w in self.trainable_weights}
         seen, pairs = set(), []
         for layer in self.layers:
             for name, param in layer.params.items():
                 regularizer = layer.regularizer_for(name)
-                if regularizer is not None and id(param) in trainable and id(param) not in seen:
+                if regularizer is None or id(param) in seen:
+                    continue
+                if any(param is w for w in layer.trainable_weights):
                     seen.add(id(param))
                     pairs.append((param, regularizer))
         return pairs

@@ -5,6 +5,8 @@ training adds to the loss.
     layers.Conv2D(32, 3, kernel_regularizer="l2", bias_regularizer=regularizers.L1(0.01))
 
     L1(l1=0.01):            penalty = l1 * sum(|w|),          gradient l1 * sign(w)
+                            (0 at w = 0, as TensorFlow's and PyTorch's gradient of |w|;
+                            JAX, so Keras on JAX, takes 1 there)
     L2(l2=0.01):            penalty = l2 * sum(w^2),          gradient 2 * l2 * w
     L1L2(l1=0.0, l2=0.0):   both (l1_l2 is the same class, with the same zero defaults)
 
@@ -77,12 +79,11 @@ class L1L2(Regularizer):
 
     def gradient(self, weight):
         t = weight.dtype.type
-        grad = np.zeros_like(weight)
-        if self.l1:
-            grad += t(self.l1) * np.sign(weight)  # 0 at w = 0, as the autodiff of |w| gives
-        if self.l2:
-            grad += t(2 * self.l2) * weight
-        return grad
+        l1_part = t(self.l1) * np.sign(weight) if self.l1 else None  # 0 at w = 0: stays 0
+        l2_part = t(2 * self.l2) * weight if self.l2 else None
+        if l1_part is None:
+            return np.zeros_like(weight) if l2_part is None else l2_part
+        return l1_part if l2_part is None else l1_part + l2_part
 
     def get_config(self):
         return {"l1": self.l1, "l2": self.l2}
