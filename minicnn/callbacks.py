@@ -1,5 +1,6 @@
-"""Callbacks (History, EarlyStopping, ModelCheckpoint), the list that calls them, and the
-Keras-style progress bar.
+"""Callbacks with Keras 3's names and arguments (History, EarlyStopping, ModelCheckpoint,
+ReduceLROnPlateau, LearningRateScheduler, CSVLogger, TerminateOnNaN), the list that calls
+them, and the Keras-style progress bar.
 
 A callback gets ``set_model(model)`` and ``set_params(params)``, then Keras's hooks, each with
 a ``logs`` dict of the latest metric values:
@@ -11,12 +12,21 @@ a ``logs`` dict of the latest metric values:
     predict:   on_predict_begin, on_predict_batch_begin(batch), on_predict_batch_end(batch),
                on_predict_end
 
-Setting ``model.stop_training = True`` ends fit after the current epoch.
+Setting ``model.stop_training = True`` ends fit after the current epoch (in
+on_train_batch_end: after the current batch, as Keras).
+
+Learning-rate callbacks set ``model.optimizer.learning_rate``; the optimizer's config holds
+the current value, so a model saved afterwards (.npz or .keras) keeps the changed rate.
 """
 
+import csv
+import inspect
+import io
 import math
+import numbers
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -32,6 +42,10 @@ HOOKS = (
 
 class Callback:
     """Base class: every hook does nothing. `model` and `params` are set before training."""
+
+    #: True for a callback that takes over a non-finite loss in fit (TerminateOnNaN): fit then
+    #: hands the batch's logs to on_train_batch_end instead of raising LossNotFiniteError.
+    handles_non_finite_loss = False
 
     def __init__(self):
         self.model = None
@@ -68,6 +82,8 @@ class CallbackList:
         self._bound = {hook: [getattr(c, hook) for c in self.callbacks
                               if getattr(type(c), hook, _noop) is not _noop]
                        for hook in HOOKS}
+        self.handles_non_finite_loss = any(getattr(c, "handles_non_finite_loss", False)
+                                           for c in self.callbacks)
 
     def call(self, hook, *args):
         """Run `hook` on every callback that defines it."""
@@ -220,6 +236,238 @@ class ModelCheckpoint(Callback):
             self.model.save(path)
         if self.verbose:
             print(f"Epoch {epoch + 1}: saved model to {path}")
+
+
+def _learning_rate(callback, where):
+    optimizer = getattr(callback.model, "optimizer", None)
+    if optimizer is None or not hasattr(optimizer, "learning_rate"):
+        raise ValueError(f"{where}: the model has no optimizer with a learning_rate; compile it "
+                         "first.")
+    return optimizer, float(optimizer.learning_rate)
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by `factor` when `monitor` has not improved by more than
+    `min_delta` for `patience` epochs, as Keras 3: new_lr = max(lr * factor, min_lr); then
+    wait `cooldown` epochs before watching again. Adds 'learning_rate' to the epoch logs (so
+    History records it). The reduced rate lives in the optimizer, so it is saved with the
+    model; the callback's own counters start afresh in each fit, as Keras's.
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto",
+                 min_delta=1e-4, cooldown=0, min_lr=0.0):
+        super().__init__()
+        where = "ReduceLROnPlateau"
+        self.monitor = monitor
+        self.factor = arguments.real(factor, "factor", where, minimum=0, maximum=1.0,
+                                     max_open=True)
+        self.patience = arguments.integer(patience, "patience", where, minimum=0)
+        self.verbose = arguments.integer(verbose, "verbose", where, minimum=0)
+        self.mode = _monitor_mode(monitor, mode, where)
+        self.min_delta = abs(arguments.real(min_delta, "min_delta", where))
+        self.cooldown = arguments.integer(cooldown, "cooldown", where, minimum=0)
+        self.min_lr = arguments.real(min_lr, "min_lr", where, minimum=0)
+        self._reset()
+
+    def _reset(self):
+        self.best = None
+        self.wait = 0
+        self.cooldown_counter = 0
+
+    def in_cooldown(self):
+        return self.cooldown_counter > 0
+
+    def _is_improvement(self, value, reference):
+        if reference is None:
+            return True
+        if self.mode == "min":
+            return value < reference - self.min_delta
+        return value > reference + self.min_delta
+
+    def on_train_begin(self, logs=None):
+        self._reset()
+
+    def on_epoch_end(self, epoch, logs=None):
+        where = "ReduceLROnPlateau"
+        logs = logs if logs is not None else {}
+        optimizer, learning_rate = _learning_rate(self, where)
+        logs["learning_rate"] = learning_rate
+        if self.monitor not in logs:
+            raise ValueError(
+                f"{where}: monitor {self.monitor!r} is not among the epoch metrics "
+                f"{sorted(logs)}. For 'val_*' metrics pass validation_data or validation_split."
+            )
+        current = logs[self.monitor]
+        if self.in_cooldown():
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._is_improvement(current, self.best):
+            self.best = current
+            self.wait = 0
+            return
+        if self.in_cooldown():
+            return
+        self.wait += 1
+        # Keras compares in float32, the learning rate variable's precision.
+        if self.wait >= self.patience and np.float32(learning_rate) > np.float32(self.min_lr):
+            new_lr = max(learning_rate * self.factor, self.min_lr)
+            optimizer.learning_rate = new_lr  # logs keep this epoch's rate, as Keras's
+            if self.verbose > 0:
+                print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to "
+                      f"{new_lr}.")
+            self.cooldown_counter = self.cooldown
+            self.wait = 0
+
+
+def _takes_two_arguments(function):
+    """True if function(epoch, lr) binds; False if only function(epoch); None if unknown."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return None
+    for args in ((0, 0.1), (0,)):
+        try:
+            signature.bind(*args)
+        except TypeError:
+            continue
+        return len(args) == 2
+    return None
+
+
+class LearningRateScheduler(Callback):
+    """At the start of each epoch set the learning rate to ``schedule(epoch, lr)`` (epoch
+    counted from 0, lr the current rate; a one-argument ``schedule(epoch)`` works too), as
+    Keras 3. Adds 'learning_rate' to the epoch logs. The optimizer must have been created with
+    a float learning_rate, not a schedule.
+    """
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        if not callable(schedule):
+            raise TypeError(f"LearningRateScheduler: schedule must be a function (epoch, lr) -> "
+                            f"lr, got {schedule!r}.")
+        self.schedule = schedule
+        self.verbose = arguments.integer(verbose, "verbose", "LearningRateScheduler", minimum=0)
+
+    def _new_rate(self, epoch, learning_rate):
+        two = _takes_two_arguments(self.schedule)
+        if two is None:  # no signature to read: Keras's way, the new API first
+            try:
+                return self.schedule(epoch, learning_rate)
+            except TypeError:
+                return self.schedule(epoch)
+        return self.schedule(epoch, learning_rate) if two else self.schedule(epoch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        where = "LearningRateScheduler"
+        optimizer, learning_rate = _learning_rate(self, where)
+        new_lr = self._new_rate(epoch, learning_rate)
+        if isinstance(new_lr, np.ndarray) and new_lr.ndim == 0:
+            new_lr = new_lr[()]
+        if isinstance(new_lr, (bool, np.bool_)) or not isinstance(new_lr, numbers.Real):
+            raise ValueError(f"{where}: the output of the schedule function should be a float. "
+                             f"Got: {new_lr!r} at epoch {epoch}.")
+        optimizer.learning_rate = float(new_lr)
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to "
+                  f"{float(new_lr)}.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = _learning_rate(self, "LearningRateScheduler")[1]
+
+
+class CSVLogger(Callback):
+    """Write the epoch logs to a CSV file, as Keras 3: a header ``epoch,<sorted keys>`` (with
+    a ``val_`` column for each key when there is no validation, filled with NA), then one row
+    per epoch (epoch counted from 0). separator: the field separator; append=True keeps an
+    existing file and adds rows (the header only if the file was empty).
+
+    Unlike Keras's, which streams rows into an open file, the file is rewritten whole after
+    each epoch under a temporary name and renamed into place: at every moment it is a
+    complete CSV of the epochs finished so far (a crash never leaves a half-written row), and
+    nothing is left open between epochs. (Follow it with ``tail -F``, not ``tail -f``.)
+    """
+
+    def __init__(self, filename, separator=",", append=False):
+        super().__init__()
+        where = "CSVLogger"
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ValueError(f"{where}: separator must be one character, got {separator!r}.")
+        self.filename = str(filename)
+        self.sep = separator
+        self.append = arguments.boolean(append, "append", where)
+        self.keys = None
+        self._prefix = ""
+        self._lines = []
+
+    def _write(self):
+        from .saving import atomic_write
+        text = self._prefix + "".join(self._lines)
+        with atomic_write(self.filename, "wb", "CSVLogger") as f:
+            f.write(text.encode("utf-8"))
+
+    def on_train_begin(self, logs=None):
+        path = Path(self.filename)
+        self._prefix = ""
+        if self.append and path.is_file():
+            with open(path, encoding="utf-8", newline="") as f:
+                self._prefix = f.read()
+        self._write_header = not self._prefix
+        self.keys = None
+        self._lines = []
+        self._write()  # as Keras opens the file here: truncated unless appending
+
+    @staticmethod
+    def _cell(value):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (list, tuple, np.ndarray)) and np.ndim(value) > 0:
+            return f'"[{", ".join(map(str, value))}]"'
+        return value
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = sorted(logs)
+            if self.keys and not any(key.startswith("val_") for key in self.keys):
+                self.keys += [f"val_{key}" for key in self.keys]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, delimiter=self.sep, dialect="excel")
+        if self._write_header:
+            writer.writerow(["epoch", *self.keys])
+            self._write_header = False
+        writer.writerow([epoch, *(self._cell(logs.get(key, "NA")) for key in self.keys)])
+        self._lines.append(buffer.getvalue())
+        self._write()
+
+
+class TerminateOnNaN(Callback):
+    """Stop training when the loss of a batch is NaN or inf, as Keras 3: fit ends after that
+    batch (its epoch's validation and on_epoch_end still run) without an error; History holds
+    the non-finite loss for that epoch. raise_error=True raises RuntimeError instead.
+
+    Without this callback minicnn stops such a fit with LossNotFiniteError and restores the
+    weights of the last finished epoch. With it, no update from the non-finite batch is
+    applied (Keras applies it, which leaves NaN weights): the model keeps the weights of the
+    last finite step.
+    """
+
+    handles_non_finite_loss = True
+
+    def __init__(self, raise_error=False):
+        super().__init__()
+        self.raise_error = arguments.boolean(raise_error, "raise_error", "TerminateOnNaN")
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(loss):
+            return
+        if self.raise_error:
+            raise RuntimeError(f"NaN or Inf loss encountered at batch {batch}. Loss value: "
+                               f"{loss}. Terminating training immediately.")
+        print(f"Batch {batch}: Invalid loss, terminating training")
+        self.model.stop_training = True
 
 
 def _format_duration(seconds):

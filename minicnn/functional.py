@@ -302,6 +302,10 @@ class ModelLayer(Layer):
     def weight_shapes(self, input_shape):
         return {k: v.shape for k, v in self.params.items()}
 
+    def regularizer_for(self, name):
+        layer_name, _, param = name.partition("/")
+        return self.model.get_layer(layer_name).regularizer_for(param)
+
     def compute_output_shape(self, input_shape):
         return self.model.output_shape
 

@@ -74,6 +74,10 @@ def gradcheck(target, x, y=None, eps=1e-6, num_checks=40, seed=0, training=True)
     else:
         dy = upstream
     param_grads, (dx,) = run_backward(tape, [dy], (0,) if from_logits else ())
+    if use_loss:  # the loss includes the weight penalties (model.losses): so do its gradients
+        for key, penalty_grad in target.regularization_gradients().items():
+            grad = param_grads.get(key)
+            param_grads[key] = penalty_grad if grad is None else grad + penalty_grad
     analytic = {"x": dx}
     for name, array in tensors.items():
         g = param_grads.get(id(array))

@@ -89,11 +89,11 @@ class LayerFormat:
     weights: Callable[[object, tuple], dict] = lambda layer, input_shape: {}
 
 
-_NO_REGULARIZERS = {"kernel_regularizer": None, "bias_regularizer": None,
-                    "activity_regularizer": None, "kernel_constraint": None,
+_NO_REGULARIZERS = {"activity_regularizer": None, "kernel_constraint": None,
                     "bias_constraint": None}
 _CHANNELS_LAST = {"data_format": "channels_last"}
-_AFFINE = ("activation", "use_bias", "kernel_initializer", "bias_initializer")
+_AFFINE = ("activation", "use_bias", "kernel_initializer", "bias_initializer",
+           "kernel_regularizer", "bias_regularizer")
 
 
 def _kernel_and_bias(kernel_shape, units, layer):
@@ -150,33 +150,44 @@ def _weight_groups(class_names):
 
 
 # --------------------------------------------------------------------------------------------
-# Values whose JSON form differs: activations and initializers
+# Values whose JSON form differs: activations, initializers, regularizers
 # --------------------------------------------------------------------------------------------
-_INITIALIZERS = {"glorot_uniform": "GlorotUniform", "he_normal": "HeNormal", "zeros": "Zeros",
-                 "ones": "Ones"}
-_SEEDED = {"GlorotUniform", "HeNormal"}
-
-
-def _initializer_to_keras(name):
-    class_name = _INITIALIZERS[name]
-    return {"module": "keras.initializers", "class_name": class_name,
-            "config": {"seed": None} if class_name in _SEEDED else {}, "registered_name": None}
+def _initializer_to_keras(value):
+    """minicnn's config form (a name, or Keras's dict for non-default settings) -> Keras's
+    dict {'module', 'class_name', 'config', 'registered_name'}; the classes and config keys
+    are Keras's own (minicnn/initializers.py)."""
+    from . import initializers
+    initializer = initializers.deserialize(value)
+    return {"module": initializers.MODULE, "class_name": type(initializer).__name__,
+            "config": initializer.get_config(), "registered_name": None}
 
 
 def _initializer_from_keras(value, key, reader):
-    names = {v: k for k, v in _INITIALIZERS.items()}
-    class_name = value.get("class_name") if isinstance(value, dict) else value
-    if isinstance(class_name, str):
-        if class_name in names:
-            return names[class_name]
-        if class_name.lower() in _INITIALIZERS:
-            return class_name.lower()
+    from . import initializers
+    try:
+        return initializers.serialize(initializers.deserialize(value, key))
+    except (ValueError, TypeError) as exc:
+        problem = str(exc)
     # The weights come from the file, so the initializer only matters if the layer is
     # rebuilt; keep Keras's default for it and say so.
     default = "zeros" if key == "bias_initializer" else "glorot_uniform"
-    reader.warn(f"{key} {class_name!r} is not one minicnn has ({', '.join(_INITIALIZERS)}); "
-                f"using {default!r}. It only matters if the layer's weights are re-initialised.")
+    reader.warn(f"{problem} Using {default!r}; it only matters if the layer's weights are "
+                "re-initialised.")
     return default
+
+
+def _regularizer_to_keras(value):
+    from . import regularizers
+    return regularizers.serialize(regularizers.deserialize(value))
+
+
+def _regularizer_from_keras(value, key, reader):
+    from . import regularizers
+    # Unlike an initializer, a regularizer changes training: one minicnn lacks is refused.
+    try:
+        return regularizers.serialize(regularizers.deserialize(value, key))
+    except (ValueError, TypeError) as exc:
+        reader.refuse(f"{exc}")
 
 
 def _activation_from_keras(value, key, reader):
@@ -194,6 +205,8 @@ def _activation_from_keras(value, key, reader):
 _VALUES = {
     "kernel_initializer": (_initializer_to_keras, _initializer_from_keras),
     "bias_initializer": (_initializer_to_keras, _initializer_from_keras),
+    "kernel_regularizer": (_regularizer_to_keras, _regularizer_from_keras),
+    "bias_regularizer": (_regularizer_to_keras, _regularizer_from_keras),
     "activation": (lambda name: name, _activation_from_keras),
 }
 
@@ -213,21 +226,35 @@ def _same_value(found, wanted):
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OptimizerFormat:
-    """An optimizer's Keras form: class name, shared options, Keras-only keys at the one value
-    minicnn supports, keys that do not matter under those values, and its slots per weight."""
+    """An optimizer's Keras form: class name, shared options (besides the common ones every
+    optimizer has, _OPTIMIZER_COMMON), Keras-only keys at the one value minicnn supports, keys
+    that do not matter under those values, and the order of its variables.
+
+    slot_major: Keras creates each kind of slot for all weights in turn (RMSprop: every
+    velocity, then every momentum, ...); otherwise the slots of one weight come together
+    (Adam: momentum and velocity of the first weight, then of the second, ...).
+    """
 
     keras_class: str
     options: tuple[str, ...]
     keras_only: dict
     ignored: tuple[str, ...] = ("name", "ema_momentum", "ema_overwrite_frequency")
+    slot_major: bool = False
 
 
-_PLAIN_OPTIMIZER = {"weight_decay": None, "clipnorm": None, "global_clipnorm": None,
-                    "clipvalue": None, "use_ema": False}
+_OPTIMIZER_COMMON = ("learning_rate", "weight_decay", "clipnorm", "global_clipnorm",
+                     "clipvalue")
+_PLAIN_OPTIMIZER = {"use_ema": False, "loss_scale_factor": None,
+                    "gradient_accumulation_steps": None}
+_ADAM = ("beta_1", "beta_2", "epsilon")
 OPTIMIZERS = {
-    "adam": OptimizerFormat("Adam", ("learning_rate", "beta_1", "beta_2", "epsilon"),
-                            {**_PLAIN_OPTIMIZER, "amsgrad": False}),
-    "sgd": OptimizerFormat("SGD", ("learning_rate", "momentum", "nesterov"), _PLAIN_OPTIMIZER),
+    "adam": OptimizerFormat("Adam", _ADAM, {**_PLAIN_OPTIMIZER, "amsgrad": False}),
+    "adamw": OptimizerFormat("AdamW", _ADAM, {**_PLAIN_OPTIMIZER, "amsgrad": False}),
+    "adagrad": OptimizerFormat("Adagrad", ("initial_accumulator_value", "epsilon"),
+                               _PLAIN_OPTIMIZER),
+    "rmsprop": OptimizerFormat("RMSprop", ("rho", "momentum", "epsilon", "centered"),
+                               _PLAIN_OPTIMIZER, slot_major=True),
+    "sgd": OptimizerFormat("SGD", ("momentum", "nesterov"), _PLAIN_OPTIMIZER),
 }
 # minicnn loss class -> the Keras function name a default-configured instance is written as
 # (Keras's compile_config holds such a string when compile got one). Other settings are
@@ -299,8 +326,10 @@ def _compile_config(model):
         raise ValueError(f"save: the optimizer {name!r} has no Keras form in "
                          "minicnn/keras_format.py (it knows " + ", ".join(OPTIMIZERS) + ").")
     entry = OPTIMIZERS[name]
+    options = (*_OPTIMIZER_COMMON, *entry.options)
+    # A schedule's config is already Keras's serialised form (minicnn/schedules.py).
     optimizer = {"module": "keras.optimizers", "class_name": entry.keras_class,
-                 "config": {"name": name, **{k: optimizer_config[k] for k in entry.options},
+                 "config": {"name": name, **{k: optimizer_config[k] for k in options},
                             **entry.keras_only},
                  "registered_name": None}
     given, weighted = model._metric_identifiers
@@ -336,22 +365,27 @@ def _metrics_to_keras(given):
     return one(metrics.serialize_all(given)) or None
 
 
+def _slot_order(optimizer, n_params):
+    """[(weight index, slot index)] in the order Keras lists the optimizer's variables."""
+    per_weight = len(optimizer.slot_names)
+    if OPTIMIZERS[optimizer.name].slot_major:
+        return [(i, j) for j in range(per_weight) for i in range(n_params)]
+    return [(i, j) for i in range(n_params) for j in range(per_weight)]
+
+
 def _optimizer_variables(model):
-    """Keras's optimizer variables: [iterations, learning_rate, slots of each trainable
-    weight in model order]. A model that never trained gets zero slots, as Keras builds them
-    on loading (so Keras finds the count it expects)."""
+    """Keras's optimizer variables: [iterations, learning_rate (absent with a schedule), the
+    slots of the trainable weights in model order (see _slot_order)]."""
     optimizer = model.optimizer
     params = model.trainable_weights
-    per_weight = len(getattr(optimizer, "slot_names", ()))
-    # A weight the optimizer never moved (never trained, or frozen until now) has zero slots,
-    # as Keras builds them on loading (so Keras finds the count it expects).
-    slots = [optimizer.get_slots(p) or [np.zeros_like(p) for _ in range(per_weight)]
-             for p in params]
-    state = {"iterations": optimizer.iterations}
-    values = [np.asarray(state["iterations"], np.int64),
-              np.asarray(optimizer.learning_rate, np.float32)]
-    for slot in slots:
-        values.extend(slot)
+    # A weight the optimizer never moved (never trained, or frozen until now) gets the slots
+    # Keras builds on loading (zeros; Adagrad's initial accumulator), so Keras finds the count
+    # it expects.
+    slots = [optimizer.get_slots(p) or optimizer.initial_slots(p) for p in params]
+    values = [np.asarray(optimizer.iterations, np.int64)]
+    if optimizer.schedule is None:
+        values.append(np.asarray(optimizer.learning_rate, np.float32))
+    values.extend(slots[i][j] for i, j in _slot_order(optimizer, len(params)))
     return values
 
 
@@ -1030,11 +1064,12 @@ def _optimizer_from_keras(value, reader):
         raise _CompileUnsupported(f"the optimizer {class_name!r} is not one minicnn has "
                                   f"({', '.join(e.keras_class for e in OPTIMIZERS.values())})")
     entry = OPTIMIZERS[name]
-    problem = _unsupported_option(config, entry.options, entry.keras_only, entry.ignored,
+    options = (*_OPTIMIZER_COMMON, *entry.options)
+    problem = _unsupported_option(config, options, entry.keras_only, entry.ignored,
                                   f"the optimizer {class_name}")
     if problem:
         raise _CompileUnsupported(problem)
-    arguments = {k: config[k] for k in entry.options if k in config}
+    arguments = {k: config[k] for k in options if k in config}
     try:
         return optimizers.deserialize({"name": name, **arguments})
     except (ValueError, TypeError) as exc:
@@ -1127,32 +1162,32 @@ def _restore_optimizer_state(model, weights, reader):
     reader.context = "optimizer"
     optimizer = model.optimizer
     params = model.trainable_weights
-    per_weight = len(optimizer.slot_names)
-    if len(stored) not in (2, 2 + per_weight * len(params)):
+    # [iterations, learning_rate (not with a schedule), slots in _slot_order]
+    first_slot = 1 if optimizer.schedule is not None else 2
+    order = _slot_order(optimizer, len(params))
+    if len(stored) not in (first_slot, first_slot + len(order)):
         reader.refuse(f"has {len(stored)} optimizer variables; {type(optimizer).__name__} on "
-                      f"this model has {2 + per_weight * len(params)}.")
+                      f"this model has {first_slot + len(order)}.")
     iterations = int(weights.read(stored[0], (), kinds="iu"))
     if iterations < 0:
         reader.refuse(f"has a negative optimizer step count {iterations}.")
-    learning_rate = float(weights.read(stored[1], ()))
-    # The compile config keeps the exact value; the variable (float32) wins only when a
-    # schedule or callback had changed it.
-    if not math.isfinite(learning_rate) or learning_rate <= 0:
-        reader.refuse(f"has an invalid learning rate {learning_rate!r}.")
-    if np.float32(learning_rate) != np.float32(optimizer.learning_rate):
-        optimizer.learning_rate = learning_rate
-    slots = []
-    if len(stored) > 2:
-        for i, param in enumerate(params):
-            slot = []
-            for j in range(per_weight):
-                value = weights.read(stored[2 + i * per_weight + j], param.shape)
-                if not np.isfinite(value).all():
-                    reader.refuse(f"has NaN or inf in optimizer variable {2 + i * per_weight + j}.")
-                slot.append(value.astype(param.dtype))
-            slots.append(slot)
-    for param, slot in zip(params, slots, strict=False):  # no slots: a never-trained model
-        optimizer.set_slots(param, slot)
+    if first_slot == 2:
+        learning_rate = float(weights.read(stored[1], ()))
+        # The compile config keeps the exact value; the variable (float32) wins only when a
+        # callback had changed it.
+        if not math.isfinite(learning_rate) or learning_rate < 0:
+            reader.refuse(f"has an invalid learning rate {learning_rate!r}.")
+        if np.float32(learning_rate) != np.float32(optimizer.learning_rate):
+            optimizer.learning_rate = learning_rate
+    if len(stored) > first_slot:  # none: a never-trained model
+        slots = [[None] * len(optimizer.slot_names) for _ in params]
+        for k, (i, j) in enumerate(order, start=first_slot):
+            value = weights.read(stored[k], params[i].shape)
+            if not np.isfinite(value).all():
+                reader.refuse(f"has NaN or inf in optimizer variable {k}.")
+            slots[i][j] = value.astype(params[i].dtype)
+        for param, slot in zip(params, slots, strict=True):
+            optimizer.set_slots(param, slot)
     optimizer.iterations = iterations
     reader.context = ""
 

@@ -8,6 +8,9 @@ One training step is ``Model.train_step``, the same as Keras 3's, overridable::
     self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
     return self.compute_metrics(x, y, y_pred, sample_weight)
 
+The loss includes the weight-regularization penalties (``model.losses``, Keras's) and the
+gradients their derivatives: see "regularization losses" below.
+
 ``fit`` cuts the data into batches and calls ``train_step`` on each, ``evaluate`` calls
 ``test_step``, ``predict`` calls ``predict_step``; all three call the callbacks' Keras hooks.
 ``forward``/``backward`` run the graph of layers (minicnn/graph.py), split over the cores by
@@ -46,11 +49,14 @@ from .tensor import as_tensor
 
 class LossNotFiniteError(FloatingPointError):
     """Training stopped because the loss became NaN or inf. `.history` holds the finished
-    epochs; the model's weights and optimizer state are those at the end of the last one."""
+    epochs; the model's weights and optimizer state are those at the end of the last one.
+    `.loss` is the value (nan or inf). With callbacks.TerminateOnNaN, fit stops quietly
+    instead, as Keras's does."""
 
-    def __init__(self, message, history=None):
+    def __init__(self, message, history=None, loss=math.nan):
         super().__init__(message)
         self.history = history
+        self.loss = loss
 
 
 class NonFiniteOutputError(ValueError):
@@ -345,12 +351,12 @@ class Model:
     # -- compile --------------------------------------------------------------------------------
     def compile(self, optimizer="adam", loss=None, metrics=None, loss_weights=None,
                 weighted_metrics=None):
-        """Choose the optimizer ('adam', 'sgd' or an instance), the loss (a name such as 'mse',
-        a losses function or instance) and metrics (e.g. ['accuracy', 'mae']); metrics ignore
-        sample weights and weighted_metrics use them, as in Keras (minicnn/metrics.py). A
-        model with several outputs takes one loss for all, or a list (output order) or dict
-        (output layer names) of losses; loss_weights, metrics and weighted_metrics likewise (a
-        plain metrics list applies to every output)."""
+        """Choose the optimizer ('adam', 'adamw', 'adagrad', 'rmsprop', 'sgd' or an instance),
+        the loss (a name such as 'mse', a losses function or instance) and metrics (e.g.
+        ['accuracy', 'mae']); metrics ignore sample weights and weighted_metrics use them, as
+        in Keras (minicnn/metrics.py). A model with several outputs takes one loss for all, or
+        a list (output order) or dict (output layer names) of losses; loss_weights, metrics and
+        weighted_metrics likewise (a plain metrics list applies to every output)."""
         if loss is None:
             raise ValueError(
                 "compile: loss is required, e.g. loss='sparse_categorical_crossentropy'.")
@@ -432,7 +438,9 @@ class Model:
                      else [from_logits] * len(dys))
             logits = tuple(i for i, flag in enumerate(flags) if flag)
         param_grads, input_grads = self.strategy.backward(tape, dys, logits)
-        grads = [param_grads.get(id(w)) for w in self.trainable_weights]
+        penalty_grads = self.regularization_gradients()
+        grads = [_add_gradients(param_grads.get(id(w)), penalty_grads.get(id(w)))
+                 for w in self.trainable_weights]
         if not return_input_grads:
             return grads
         return grads, (input_grads[0] if self._single_input else input_grads)
@@ -440,15 +448,21 @@ class Model:
     def compute_loss_and_gradient(self, y, y_pred, sample_weight=None, tape=None):
         """The batch loss and its gradient -> (loss: float, dy, from_logits: bool).
 
-        When the output layer ends in the activation whose logits the loss can take (a softmax
-        before a cross-entropy of probabilities), the loss is computed from those logits and dy
-        is dL/d(logits), as Keras's TensorFlow backend does: stable, and learning never stalls
-        on a probability that rounded to 0 (see minicnn/losses.py). Otherwise dy = dL/dy_pred.
+        loss is the compiled loss plus the regularization penalties (sum of `self.losses`), as
+        Keras's compute_loss; dy is the compiled loss's gradient (backward adds the penalties'
+        gradients to the weights'). When the output layer ends in the activation whose logits
+        the loss can take (a softmax before a cross-entropy of probabilities), the loss is
+        computed from those logits and dy is dL/d(logits), as Keras's TensorFlow backend does:
+        stable, and learning never stalls on a probability that rounded to 0 (see
+        minicnn/losses.py). Otherwise dy = dL/dy_pred.
         """
+        penalty = sum(self.losses)
         if not self._single_output:
-            return self._multi_output_loss(y, y_pred, sample_weight, tape)
-        return _loss_and_gradient(self.loss, self.output_layer, y, y_pred, sample_weight, tape,
-                                  0)
+            loss, dys, flags = self._multi_output_loss(y, y_pred, sample_weight, tape)
+            return loss + penalty, dys, flags
+        loss, dy, from_logits = _loss_and_gradient(self.loss, self.output_layer, y, y_pred,
+                                                   sample_weight, tape, 0)
+        return loss + penalty, dy, from_logits
 
     def _multi_output_loss(self, ys, y_preds, sample_weight, tape):
         """sum_i w_i L_i over the outputs; dy and from_logits per output."""
@@ -463,6 +477,33 @@ class Model:
             flags.append(from_logits)
             self._last_output_losses.append(value)
         return total, dys, flags
+
+    # -- regularization losses (Keras's model.losses) ------------------------------------------
+    def _regularized_weights(self):
+        """[(param, regularizer)]: each trainable weight whose layer gives it a regularizer
+        (kernel_regularizer=...), once. Frozen weights have none, as in Keras."""
+        seen, pairs = set(), []
+        for layer in self.layers:
+            for name, param in layer.params.items():
+                regularizer = layer.regularizer_for(name)
+                if regularizer is None or id(param) in seen:
+                    continue
+                if any(param is w for w in layer.trainable_weights):
+                    seen.add(id(param))
+                    pairs.append((param, regularizer))
+        return pairs
+
+    @property
+    def losses(self):
+        """The weight-regularization penalties, one float per regularized trainable weight
+        (Keras's model.losses); compute_loss_and_gradient adds their sum to the loss."""
+        return [regularizer(param) for param, regularizer in self._regularized_weights()]
+
+    def regularization_gradients(self):
+        """{id(param): d penalty / d param} for the weights behind `losses`; backward adds
+        each to its weight's gradient."""
+        return {id(param): regularizer.gradient(param)
+                for param, regularizer in self._regularized_weights()}
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None, loss=None):
         """Update the loss tracker (with `loss`, weighted by the batch size) and the compiled
@@ -509,7 +550,7 @@ class Model:
                                                                    tape)
         if not math.isfinite(loss):
             tape.release()
-            raise LossNotFiniteError(f"the loss became {loss}")
+            raise LossNotFiniteError(f"the loss became {loss}", loss=loss)
         grads = self.backward(dy, tape, from_logits)
         with self._phase("optimizer"):
             self.optimizer.apply_gradients(zip(grads, self.trainable_weights, strict=True))
@@ -632,13 +673,21 @@ class Model:
                     cbs.call("on_train_batch_begin", step, {})
                 try:
                     logs = self.train_step(data)
-                except LossNotFiniteError as exc:
-                    self._stop_not_finite(str(exc), epoch, step, snapshot, history)
-                if not math.isfinite(logs.get("loss", 0.0)):  # an overridden train_step
-                    self._stop_not_finite(f"the loss became {logs['loss']}", epoch, step,
-                                          snapshot, history)
+                except LossNotFiniteError as exc:  # raised before any update
+                    logs = {**self.get_metrics_result(), "loss": exc.loss}
+                loss = logs.get("loss", 0.0)
+                # A non-finite loss stops training with minicnn's error, unless a callback
+                # takes it over (TerminateOnNaN: stop quietly, as Keras).
+                if not math.isfinite(loss) and not cbs.handles_non_finite_loss:
+                    self._stop_not_finite(f"the loss became {loss}", epoch, step, snapshot,
+                                          history)
                 with self._phase("callbacks"):
                     cbs.call("on_train_batch_end", step, logs)
+                if self.stop_training:  # set by a callback in on_train_batch_end, as Keras
+                    break
+                if not math.isfinite(loss):  # the callback did not stop training after all
+                    self._stop_not_finite(f"the loss became {loss}", epoch, step, snapshot,
+                                          history)
             epoch_logs = dict(logs)
             if val is not None and (epoch + 1) % validation_freq == 0:
                 val_logs = self._evaluate_arrays(*val, val_batch_size, cbs)
@@ -796,8 +845,8 @@ class Model:
             try:
                 logs = self.train_step(data)
             except LossNotFiniteError as exc:
-                raise LossNotFiniteError(f"train_on_batch: {exc}; no update was applied.") \
-                    from None
+                raise LossNotFiniteError(f"train_on_batch: {exc}; no update was applied.",
+                                         loss=exc.loss) from None
         return self._batch_result(logs, return_dict)
 
     def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
@@ -948,6 +997,13 @@ class Model:
         """Load weights written by save_weights or save into this (built) model."""
         from .saving import load_weights
         load_weights(self, path)
+
+
+def _add_gradients(grad, penalty_grad):
+    """grad + penalty_grad where both exist (a new array: grad may be a reused buffer)."""
+    if penalty_grad is None:
+        return grad
+    return penalty_grad if grad is None else grad + penalty_grad
 
 
 def load_model(path):

@@ -155,8 +155,9 @@ def test_unknown_activation_loss_optimizer(model):
         layers.Dense(3, activation="rellu")
     with raises(ValueError, "unknown loss 'crossentropy'", "sparse_categorical_crossentropy"):
         model.compile(loss="crossentropy")
-    with raises(ValueError, "unknown optimizer 'adamw'", "'adam', 'sgd'"):
-        model.compile(optimizer="adamw", loss="sparse_categorical_crossentropy")
+    with raises(ValueError, "unknown optimizer 'nadam'",
+                "'adam', 'adamw', 'adagrad', 'rmsprop', 'sgd'"):
+        model.compile(optimizer="nadam", loss="sparse_categorical_crossentropy")
 
 
 def test_set_weights_wrong_count_or_shape(model):

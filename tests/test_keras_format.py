@@ -394,8 +394,11 @@ def save_keras(model, path):
      r"\[1, 1\]"),
     (lambda: keras.Sequential([keras.Input((6, 6, 2)), KL.Conv2D(2, 3, groups=2)]),
      r"sets Conv2D groups=2"),
-    (lambda: keras.Sequential([keras.Input((4,)), KL.Dense(2, kernel_regularizer="l2")]),
-     r"sets Dense kernel_regularizer="),
+    (lambda: keras.Sequential([keras.Input((4,)), KL.Dense(2, activity_regularizer="l2")]),
+     r"sets Dense activity_regularizer="),
+    (lambda: keras.Sequential([keras.Input((4,)), KL.Dense(
+        2, kernel_regularizer=keras.regularizers.OrthogonalRegularizer())]),
+     r"unknown regularizer 'OrthogonalRegularizer'; minicnn has L1, L2 and L1L2"),
     (lambda: keras.Sequential([keras.Input((4,)), KL.ReLU(max_value=6.0)]),
      r"sets ReLU max_value=6.0"),
     (lambda: keras.Sequential([keras.Input((4,)), KL.Dense(2, activation="gelu")]),
@@ -407,8 +410,8 @@ def save_keras(model, path):
     (lambda: keras.Model(*(lambda i: (i, KL.GaussianNoise(0.1)(KL.Dense(2)(i))))(
         keras.Input((3,)))),
      r"holds a 'GaussianNoise' layer, which minicnn does not have"),
-], ids=["unknown layer", "dilation", "groups", "regularizer", "relu6", "activation", "float16",
-        "free image size", "functional with an unknown layer"])
+], ids=["unknown layer", "dilation", "groups", "activity regularizer", "orthogonal regularizer",
+        "relu6", "activation", "float16", "free image size", "functional with an unknown layer"])
 def test_what_minicnn_cannot_reproduce_is_refused_by_name(build, pattern, tmp_path):
     path = save_keras(build(), tmp_path / "k.keras")
     with pytest.raises(ValueError, match=pattern) as info:
@@ -417,11 +420,13 @@ def test_what_minicnn_cannot_reproduce_is_refused_by_name(build, pattern, tmp_pa
 
 
 @pytest.mark.parametrize("optimizer, pattern", [
-    ("rmsprop", r"optimizer 'RMSprop' is not one minicnn has"),
+    ("nadam", r"optimizer 'Nadam' is not one minicnn has"),
     (lambda: keras.optimizers.Adam(amsgrad=True), r"the optimizer Adam amsgrad=True; minicnn "
                                                   r"supports only False"),
-    (lambda: keras.optimizers.SGD(clipnorm=1.0), r"the optimizer SGD clipnorm=1.0"),
-], ids=["rmsprop", "amsgrad", "clipnorm"])
+    (lambda: keras.optimizers.SGD(use_ema=True), r"the optimizer SGD use_ema=True"),
+    (lambda: keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(0.1, 10)),
+     r"unknown learning-rate schedule .*CosineDecay"),
+], ids=["nadam", "amsgrad", "ema", "schedule"])
 def test_compile_settings_minicnn_lacks_warn_and_load_uncompiled(tmp_path, rng, optimizer,
                                                                  pattern):
     theirs = keras.Sequential([keras.Input((4,)), KL.Dense(3, activation="softmax")])

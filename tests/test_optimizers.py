@@ -124,7 +124,7 @@ def test_numpy_scalars_are_accepted_and_bools_refused():
     assert type(adam.beta_1) is float and adam.beta_1 == pytest.approx(0.9)
     sgd = optimizers.SGD(learning_rate=np.int64(1), momentum=np.float32(0.5))
     assert sgd.get_config()["learning_rate"] == 1.0
-    with pytest.raises(TypeError, match="learning_rate must be a number > 0, got bool True"):
+    with pytest.raises(TypeError, match="learning_rate must be a number >= 0, got bool True"):
         optimizers.SGD(learning_rate=True)
 
 

@@ -500,7 +500,7 @@ def _config_not_a_dict(arrays, header):
 
 
 def _unknown_optimizer(arrays, header):
-    header["compile"]["optimizer"]["name"] = "adamw"
+    header["compile"]["optimizer"]["name"] = "nadam"
 
 
 def _bad_optimizer_argument(arrays, header):
@@ -550,7 +550,7 @@ CORRUPTIONS = [
     (_bad_layer_argument, r"invalid architecture.*filters must be an int >= 1, got str"),
     (_unexpected_layer_argument, r"invalid architecture.*TypeError.*exec"),
     (_config_not_a_dict, r"invalid architecture"),
-    (_unknown_optimizer, r"invalid compile settings.*adamw"),
+    (_unknown_optimizer, r"invalid compile settings.*nadam"),
     (_bad_optimizer_argument, r"invalid compile settings.*learning_rate must be"),
     (_unknown_loss, r"invalid compile settings.*hinge"),
     (_slot_wrong_shape, r"optimizer state 'optimizer/conv2d.*/kernel/1' of shape \(3, 3, 1, 1\)"),

@@ -21,7 +21,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .. import arguments, initializers
+from .. import arguments, initializers, regularizers
 from ..backend import standardize_dtype
 from ..graph import Context
 from ..tensor import Tensor
@@ -141,6 +141,11 @@ class Layer:
     def initializer_for(self, name):
         """The initializer (shape, dtype) -> array of parameter `name`."""
         raise NotImplementedError(f"{self.where}: no initializer for {name!r}.")
+
+    def regularizer_for(self, name):
+        """The regularizer (minicnn.regularizers) of parameter `name`, or None: its penalty
+        joins the loss while the parameter is trainable (Model.losses)."""
+        return None
 
     def _validate_input_shape(self, input_shape):
         """Raise ValueError naming the layer if it cannot take inputs of this shape."""
@@ -301,7 +306,8 @@ class ActivatedLayer(Layer):
     """
 
     def __init__(self, activation=None, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", use_bias=True, **kwargs):
+                 bias_initializer="zeros", use_bias=True, kernel_regularizer=None,
+                 bias_regularizer=None, **kwargs):
         super().__init__(**kwargs)
         from .. import activations
         self.activation = activations.get(activation, f"{self.where}: activation")
@@ -309,6 +315,10 @@ class ActivatedLayer(Layer):
                                                    f"{self.where}: kernel_initializer")
         self.bias_initializer = initializers.get(bias_initializer,
                                                  f"{self.where}: bias_initializer")
+        self.kernel_regularizer = regularizers.get(kernel_regularizer,
+                                                   f"{self.where}: kernel_regularizer")
+        self.bias_regularizer = regularizers.get(bias_regularizer,
+                                                 f"{self.where}: bias_regularizer")
         self.use_bias = arguments.boolean(use_bias, "use_bias", self.where)
 
     @property
@@ -327,6 +337,9 @@ class ActivatedLayer(Layer):
 
     def initializer_for(self, name):
         return self.kernel_initializer if name == "kernel" else self.bias_initializer
+
+    def regularizer_for(self, name):
+        return self.kernel_regularizer if name == "kernel" else self.bias_regularizer
 
     def output_logits(self, ctx):
         from .. import ops
@@ -363,6 +376,8 @@ class ActivatedLayer(Layer):
             use_bias=self.use_bias,
             kernel_initializer=initializers.serialize(self.kernel_initializer),
             bias_initializer=initializers.serialize(self.bias_initializer),
+            kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
+            bias_regularizer=regularizers.serialize(self.bias_regularizer),
         )
         return config
 

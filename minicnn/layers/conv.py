@@ -20,10 +20,12 @@ class Conv2D(SlidingWindow, ActivatedLayer):
 
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", activation=None,
                  use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 **kwargs):
+                 kernel_regularizer=None, bias_regularizer=None, **kwargs):
         super().__init__(activation=activation, use_bias=use_bias,
                          kernel_initializer=kernel_initializer,
-                         bias_initializer=bias_initializer, **kwargs)
+                         bias_initializer=bias_initializer,
+                         kernel_regularizer=kernel_regularizer,
+                         bias_regularizer=bias_regularizer, **kwargs)
         self.filters = arguments.integer(filters, "filters", self.where, minimum=1)
         self.kernel_size = arguments.int_tuple(kernel_size, 2, "kernel_size", self.where)
         self.strides = arguments.int_tuple(strides, 2, "strides", self.where)

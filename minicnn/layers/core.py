@@ -13,10 +13,13 @@ class Dense(ActivatedLayer):
     """
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", **kwargs):
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 **kwargs):
         super().__init__(activation=activation, use_bias=use_bias,
                          kernel_initializer=kernel_initializer,
-                         bias_initializer=bias_initializer, **kwargs)
+                         bias_initializer=bias_initializer,
+                         kernel_regularizer=kernel_regularizer,
+                         bias_regularizer=bias_regularizer, **kwargs)
         self.units = arguments.integer(units, "units", self.where, minimum=1)
 
     def weight_shapes(self, input_shape):

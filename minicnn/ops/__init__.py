@@ -37,7 +37,8 @@ OPS = [
     "avgpool2d_forward", "avgpool2d_backward",
     "softmax_crossentropy_forward", "softmax_crossentropy_backward",
     "merge_forward", "merge_backward", "concatenate_forward", "concatenate_backward",
-    "adam_update", "im2col", "col2im", "conv2d_naive",
+    "sgd_update", "rmsprop_update", "adagrad_update", "adam_update", "adamw_update",
+    "im2col", "col2im", "conv2d_naive",
 ]
 
 __all__ = ["BACKENDS", "OPS", "set_backend", "get_backend", "backend", "backend_module",

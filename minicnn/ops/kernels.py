@@ -10,7 +10,8 @@ into the fast backend's ops. Here:
   stride, no padding), which writes each input cell exactly once.
 - ``bias_act_into`` / ``act_backward_bias_into``: bias + ReLU (or linear) in one pass over the
   output, and its backward with the bias gradient, in one pass.
-- ``adam_update``: Keras's Adam step on one parameter array in one pass.
+- ``adam_update`` (Adam and AdamW), ``rmsprop_update``: Keras's optimizer steps on one
+  parameter array, each in one pass.
 
 Every compiled function is ``@njit(cache=True, nogil=True)`` and serial: parallelism is one
 level up (``minicnn.parallel`` runs batch shards on threads; ``nogil`` lets them run these
@@ -44,7 +45,7 @@ __all__ = [
     "maxpool2d_into", "maxpool2d_backward_into",
     "maxpool2d_tiled_into", "maxpool2d_tiled_backward_into",
     "bias_act_into", "act_backward_bias_into", "SUM_BLOCK",
-    "adam_update",
+    "adam_update", "rmsprop_update",
 ]
 
 ACT_LINEAR = 0
@@ -474,43 +475,98 @@ def act_backward_bias_into(dy, y, act, dz, partial):
     return dz
 
 
-# --------------------------------------------------------------------------- Adam
+# --------------------------------------------------------------------------- optimizers
+# Flush subnormal slots to zero (TensorFlow's and XLA's CPU kernels run with flush-to-zero): a
+# weight whose gradient stays 0 (a dead ReLU unit) sees its moments shrink geometrically into
+# the subnormal range within ~800 steps, and every arithmetic operation on a subnormal takes a
+# slow microcode path: Adam took 606 us instead of ~70 us per MNIST step after one epoch.
 
 
 # error_model="numpy": a division by zero gives inf like NumPy instead of raising; without it
 # Numba guards every division with a branch and the loop does not vectorise (5x slower).
 @_jit(nogil=True, error_model="numpy")
-def _adam(grad, param, m, v, one_minus_b1, one_minus_b2, alpha, epsilon, tiny):
+def _adam(grad, param, m, v, one_minus_b1, one_minus_b2, alpha, epsilon, decay, tiny):
     zero = tiny - tiny
     for i in range(grad.size):
         g = grad[i]
         mi = m[i] + one_minus_b1 * (g - m[i])
         vi = v[i] + one_minus_b2 * (g * g - v[i])
-        # Flush subnormal moments to zero (TensorFlow's CPU kernels run with flush-to-zero):
-        # a weight whose gradient stays 0 (a dead ReLU unit) sees m shrink by beta_1 per
-        # step into the subnormal range within ~800 steps, and every arithmetic operation on
-        # a subnormal takes a slow microcode path: Adam took 606 us instead of ~70 us per
-        # MNIST step after one epoch.
         mi = mi if abs(mi) >= tiny else zero
         vi = vi if vi >= tiny else zero
         m[i] = mi
         v[i] = vi
-        param[i] -= alpha * mi / (np.sqrt(vi) + epsilon)
+        # decay = 0 (Adam) leaves a finite weight exactly as it is.
+        p = param[i] - param[i] * decay
+        param[i] = p - alpha * mi / (np.sqrt(vi) + epsilon)
 
 
-def adam_update(grad, param, m, v, beta_1, beta_2, alpha, epsilon):
-    """In place, elementwise: Keras's Adam step on one parameter array.
+def _check_update(where, param, **arrays):
+    """The dtype of `param` after checking that every array has its shape and dtype and is
+    C-contiguous (the kernels walk them flat and would run past a shorter one)."""
+    dtype = _float_dtype(where, param)
+    _check(where, "param", param, param.shape, dtype)
+    for name, array in arrays.items():
+        _check(where, name, array, param.shape, dtype)
+    return dtype
 
+
+def adam_update(grad, param, m, v, beta_1, beta_2, alpha, epsilon, decay=0.0):
+    """In place, elementwise: Keras's Adam step on one parameter array (AdamW with decay > 0).
+
+    ``param -= param decay`` (decoupled weight decay, decay = weight_decay * lr), then
     ``m += (1 - b1) (g - m); v += (1 - b2) (g^2 - v); param -= alpha m / (sqrt(v) + eps)``,
     alpha already bias-corrected; m and v below the dtype's smallest normal number
     (``np.finfo(dtype).tiny``) are flushed to 0. All four arrays must have the same shape and
     dtype and be C-contiguous (ValueError otherwise: the kernel would run past the shorter
     one); the scalars are cast to that dtype so a float32 model computes in float32.
     """
-    where = "kernels.adam_update"
-    dtype = _float_dtype(where, param)
-    for name, array in (("grad", grad), ("param", param), ("m", m), ("v", v)):
-        _check(where, name, array, param.shape, dtype)
+    dtype = _check_update("kernels.adam_update", param, grad=grad, m=m, v=v)
     t = dtype.type
     _adam(grad.reshape(-1), param.reshape(-1), m.reshape(-1), v.reshape(-1),
-          t(1 - beta_1), t(1 - beta_2), t(alpha), t(epsilon), t(np.finfo(dtype).tiny))
+          t(1 - beta_1), t(1 - beta_2), t(alpha), t(epsilon), t(decay), t(np.finfo(dtype).tiny))
+
+
+@_jit(nogil=True, error_model="numpy")
+def _rmsprop(grad, param, velocity, momentum_buffer, average_grad, rho, one_minus_rho, lr,
+             momentum, epsilon, tiny, use_momentum, centered):
+    zero = tiny - tiny
+    for i in range(grad.size):
+        g = grad[i]
+        vel = rho * velocity[i] + one_minus_rho * (g * g)
+        vel = vel if vel >= tiny else zero
+        velocity[i] = vel
+        if centered:
+            avg = rho * average_grad[i] + one_minus_rho * g
+            avg = avg if abs(avg) >= tiny else zero
+            average_grad[i] = avg
+            increment = lr * g / np.sqrt(vel - avg * avg + epsilon)
+        else:
+            increment = lr * g / np.sqrt(vel + epsilon)
+        if use_momentum:
+            mom = momentum * momentum_buffer[i] + increment
+            mom = mom if abs(mom) >= tiny else zero
+            momentum_buffer[i] = mom
+            param[i] -= mom
+        else:
+            param[i] -= increment
+
+
+def rmsprop_update(grad, param, velocity, momentum_buffer, average_grad, learning_rate, rho,
+                   momentum, epsilon):
+    """In place, elementwise: Keras's RMSprop step (see reference.rmsprop_update for the
+    formula). momentum_buffer / average_grad may be None (no momentum / not centered). Every
+    array given must have param's shape and dtype and be C-contiguous (ValueError otherwise).
+    """
+    slots = {"grad": grad, "velocity": velocity}
+    if momentum_buffer is not None:
+        slots["momentum_buffer"] = momentum_buffer
+    if average_grad is not None:
+        slots["average_grad"] = average_grad
+    dtype = _check_update("kernels.rmsprop_update", param, **slots)
+    t = dtype.type
+    unused = np.zeros(1, dtype)  # never read: the flags below skip it
+    flat = {name: array.reshape(-1) for name, array in slots.items()}
+    _rmsprop(flat["grad"], param.reshape(-1), flat["velocity"],
+             flat.get("momentum_buffer", unused), flat.get("average_grad", unused),
+             t(rho), t(1 - rho), t(learning_rate), t(momentum), t(epsilon),
+             t(np.finfo(dtype).tiny), momentum_buffer is not None, average_grad is not None)

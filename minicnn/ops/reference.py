@@ -48,7 +48,7 @@ __all__ = [
     "avgpool2d_forward", "avgpool2d_backward",
     "softmax_crossentropy_forward", "softmax_crossentropy_backward",
     "merge_forward", "merge_backward", "concatenate_forward", "concatenate_backward",
-    "adam_update",
+    "sgd_update", "rmsprop_update", "adagrad_update", "adam_update", "adamw_update",
 ]
 
 
@@ -493,18 +493,101 @@ def concatenate_backward(dy, cache):
 # --------------------------------------------------------------------------- optimizer update
 
 
+# Each update works in place on one parameter array and its slots (the optimizer's state for
+# it, see minicnn/optimizers.py), in the parameter's dtype, with the scalars (learning rate,
+# decay factors) given as Python floats. Slots that decay geometrically (moments, velocities)
+# are set to 0 once they fall below the dtype's smallest normal number, as the flush-to-zero
+# CPU kernels of TensorFlow and XLA do: a weight whose gradient stays 0 (a dead ReLU unit)
+# would otherwise spend its slots in subnormal numbers, where arithmetic is ~10x slower.
+
+
+def _flush_subnormals(slot):
+    # slot *= (|slot| >= tiny): ~10x faster than the masked assignment slot[|slot| < tiny] = 0
+    # when many entries are 0 (the dead units this is for).
+    np.multiply(slot, np.abs(slot) >= np.finfo(slot.dtype).tiny, out=slot)
+
+
+def sgd_update(grad, param, velocity, learning_rate, momentum, nesterov):
+    """Keras's SGD step, in place. velocity: the momentum slot, or None without momentum.
+
+    Plain: ``param -= lr g``. With momentum: ``velocity = momentum velocity - lr g``, then
+    ``param += velocity``, or with nesterov ``param += momentum velocity - lr g``.
+    """
+    t = param.dtype.type
+    lr = t(learning_rate)
+    if velocity is None:
+        param -= lr * grad
+        return
+    mu = t(momentum)
+    velocity *= mu
+    velocity -= lr * grad
+    _flush_subnormals(velocity)
+    if nesterov:
+        param += mu * velocity - lr * grad
+    else:
+        param += velocity
+
+
+def rmsprop_update(grad, param, velocity, momentum_buffer, average_grad, learning_rate, rho,
+                   momentum, epsilon):
+    """Keras's RMSprop step, in place (Hinton, 2012).
+
+    ``velocity = rho velocity + (1 - rho) g^2``; centered (average_grad not None): also
+    ``average_grad = rho average_grad + (1 - rho) g`` and the denominator is
+    ``velocity - average_grad^2 + eps``, otherwise ``velocity + eps`` (epsilon inside the
+    square root, as Keras). ``increment = lr g / sqrt(denominator)``; with a momentum slot
+    (momentum_buffer not None) ``momentum_buffer = momentum momentum_buffer + increment`` and
+    ``param -= momentum_buffer``, otherwise ``param -= increment``.
+    """
+    t = param.dtype.type
+    velocity *= t(rho)
+    velocity += t(1 - rho) * (grad * grad)
+    _flush_subnormals(velocity)
+    if average_grad is not None:
+        average_grad *= t(rho)
+        average_grad += t(1 - rho) * grad
+        _flush_subnormals(average_grad)
+        denominator = velocity - average_grad * average_grad + t(epsilon)
+    else:
+        denominator = velocity + t(epsilon)
+    increment = t(learning_rate) * grad / np.sqrt(denominator)
+    if momentum_buffer is None:
+        param -= increment
+        return
+    momentum_buffer *= t(momentum)
+    momentum_buffer += increment
+    _flush_subnormals(momentum_buffer)
+    param -= momentum_buffer
+
+
+def adagrad_update(grad, param, accumulator, learning_rate, epsilon):
+    """Keras's Adagrad step, in place (Duchi et al., 2011).
+
+    ``accumulator += g^2``, ``param -= lr g / sqrt(accumulator + eps)``. The accumulator
+    starts at initial_accumulator_value (0.1), not 0, and only grows.
+    """
+    t = param.dtype.type
+    accumulator += grad * grad
+    param -= t(learning_rate) * grad / np.sqrt(accumulator + t(epsilon))
+
+
 def adam_update(grad, param, m, v, beta_1, beta_2, alpha, epsilon):
     """Keras's Adam step on one parameter array, in place (param, m and v are updated).
 
     ``m += (1 - b1)(g - m)``, ``v += (1 - b2)(g^2 - v)``, ``param -= alpha m / (sqrt(v) + eps)``
-    with alpha already bias-corrected (see optimizers.Adam). Moments below the dtype's smallest
-    normal number are set to 0, as TensorFlow's flush-to-zero CPU kernels do (and as the fast
-    backend must, since arithmetic on subnormal numbers is ~10x slower).
+    with alpha already bias-corrected (see optimizers.Adam). m and v are flushed to zero
+    below the smallest normal number (see above).
     """
     t = param.dtype.type
-    tiny = np.finfo(param.dtype).tiny
     m += t(1 - beta_1) * (grad - m)
     v += t(1 - beta_2) * (grad * grad - v)
-    m[np.abs(m) < tiny] = 0
-    v[v < tiny] = 0
+    _flush_subnormals(m)
+    _flush_subnormals(v)
     param -= t(alpha) * m / (np.sqrt(v) + t(epsilon))
+
+
+def adamw_update(grad, param, m, v, beta_1, beta_2, alpha, epsilon, decay):
+    """AdamW (Loshchilov & Hutter, 2019) as Keras does it: decoupled weight decay
+    ``param -= param * decay`` (decay = weight_decay * learning rate), then the Adam step."""
+    param -= param * param.dtype.type(decay)
+    adam_update(grad, param, m, v, beta_1, beta_2, alpha, epsilon)
