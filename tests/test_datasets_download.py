@@ -110,6 +110,18 @@ def test_corrupt_cached_file_is_downloaded_again(tiny, server, tmp_path):
     assert (folder / fx.NAMES[2]).read_bytes() == tiny.gz[fx.NAMES[2]]
 
 
+def test_cached_file_with_overflowing_header_is_downloaded_again(tiny, server, tmp_path):
+    # Its dimensions multiply to 2^64: NumPy's int64 product was 0, so the 16-byte file passed
+    # the length check and reshape raised a ValueError that stopped load_data for good.
+    folder = tmp_path / "tiny"
+    tiny.write_files(folder)
+    header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (2**22, 2**22, 2**20))
+    (folder / fx.NAMES[2]).write_bytes(gzip.compress(header))
+    assert_tiny(dl.load_dataset(tiny.spec([server.url("a")]), data_dir=tmp_path, verbose=0,
+                                **FAST), tiny)
+    assert server.count() == 1 and server.count("a", fx.NAMES[2]) == 1
+
+
 def test_raw_idx_placed_by_hand_is_accepted(tiny, server, tmp_path):
     # Someone who gunzipped the files by hand under the same names still gets a cache hit.
     folder = tmp_path / "tiny"
@@ -129,6 +141,9 @@ BAD_MODES = {
     "html-octet": ("HTML page",), "truncated": ("truncated",), "stall": ("stalled",),
     "badsum": ("SHA-256", "expected"), "notgzip": ("not gzip",),
     "silent": ("no response within",),
+    # A header whose dimensions overflow int64 used to pass the length check and end in a
+    # NumPy reshape error that stopped the download before the next mirror was tried.
+    "overflow": ("failed verification", "header says"),
 }
 RETRIED = {500, "truncated", "stall", "silent"}
 
