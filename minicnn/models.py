@@ -498,15 +498,16 @@ class Sequential:
                   for spec in config["layers"]]
         return cls(layers, name=config.get("name"))
 
-    def save(self, path):
-        """Write architecture, weights, compile settings and optimizer state to one .npz."""
+    def save(self, path, allow_non_finite=False):
+        """Write architecture, weights, compile settings and optimizer state to one .npz.
+        Weights holding NaN or inf raise ValueError unless allow_non_finite=True."""
         from .saving import save_model
-        save_model(self, path)
+        save_model(self, path, allow_non_finite=allow_non_finite)
 
-    def save_weights(self, path):
+    def save_weights(self, path, allow_non_finite=False):
         """Write only the weights (.npz); read back with load_weights."""
         from .saving import save_weights
-        save_weights(self, path)
+        save_weights(self, path, allow_non_finite=allow_non_finite)
 
     def load_weights(self, path):
         """Load weights written by save_weights or save into this (built) model."""

@@ -151,6 +151,14 @@ class Layer:
         self.output_shape = self.compute_output_shape(input_shape)
         self.built = True
 
+    def weight_shapes(self, input_shape):
+        """{parameter name: shape} that build(input_shape) would create, in params order,
+        computed without allocating anything (load_model checks a file against it before
+        building). input_shape: per sample, no batch axis. Layers without weights return {}.
+        Raises ValueError, as build does, for an input shape the layer cannot take."""
+        self._validate_input_shape(self._check_shape_tuple(input_shape, "input_shape"))
+        return {}
+
     def _validate_input_shape(self, input_shape):
         """Raise ValueError naming the layer if it cannot take inputs of this shape."""
 

@@ -65,6 +65,13 @@ class Conv2D(ActivatedLayer):
                     "kernel, or fewer pooling layers before this one."
                 )
 
+    def weight_shapes(self, input_shape):
+        super().weight_shapes(input_shape)
+        shapes = {"kernel": (*self.kernel_size, int(input_shape[2]), int(self.filters))}
+        if self.use_bias:
+            shapes["bias"] = (int(self.filters),)
+        return shapes
+
     def _create_params(self, input_shape):
         kernel_shape = (*self.kernel_size, input_shape[2], self.filters)
         self.params["kernel"] = self.kernel_initializer(kernel_shape, self.dtype)

@@ -31,6 +31,13 @@ class Dense(ActivatedLayer):
                 f"{input_shape}. Add layers.Flatten() before this Dense layer."
             )
 
+    def weight_shapes(self, input_shape):
+        super().weight_shapes(input_shape)
+        shapes = {"kernel": (int(input_shape[0]), self.units)}
+        if self.use_bias:
+            shapes["bias"] = (self.units,)
+        return shapes
+
     def _create_params(self, input_shape):
         shape = (input_shape[0], self.units)
         self.params["kernel"] = self.kernel_initializer(shape, self.dtype)
