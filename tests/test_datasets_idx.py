@@ -190,3 +190,25 @@ def test_read_idx_refuses_payloads_over_max_size(tmp_path):
 def test_a_folder_is_an_os_error_not_a_format_error(tmp_path):
     with pytest.raises(IsADirectoryError):
         read_idx(tmp_path)
+
+
+# Found by the property tests (tests/test_property_idx.py):
+def test_an_empty_shape_whose_other_dimensions_are_huge_is_a_format_error():
+    # 0 x 347 x ... x 49422: zero bytes of data, but NumPy refuses the shape.
+    with pytest.raises(IDXFormatError, match="too large for any array"):
+        parse_idx(header(0x08, (0, 347, 3487, 9120, 16912, 49422)))
+
+
+def test_reading_a_small_raw_file_allocates_little(tmp_path):
+    # f.read(max_size + 1) allocated max_size (2 GiB) up front for a 25-byte file.
+    import tracemalloc
+
+    p = tmp_path / "small.idx"
+    p.write_bytes(header(0x08, (3,)) + b"abc")
+    tracemalloc.start()
+    try:
+        assert read_idx(p).tolist() == [97, 98, 99]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4e6, peak

@@ -44,6 +44,7 @@ _IDX_DTYPES = {
 _KINDS = {"images": IMAGES_MAGIC, "labels": LABELS_MAGIC}
 _READ_CHUNK = 1 << 20
 _INFLATE_STEP = 8 << 20
+_MAX_HEADER = 4 + 4 * 255  # magic + 255 dimensions
 # NumPy 1 arrays have at most 32 axes (NumPy 2: 64); real IDX files have 1 to 4.
 MAX_DIMENSIONS = 32
 # read_idx refuses payloads larger than this unless given another max_size: MNIST's training
@@ -68,7 +69,16 @@ def read_payload(path: str | os.PathLike, max_size: int | None = None) -> bytear
         head = f.read(2)
         f.seek(0)
         if head != _GZIP_MAGIC:
-            data = bytearray(f.read() if max_size is None else f.read(max_size + 1))
+            # In chunks: f.read(max_size + 1) would allocate max_size bytes up front, 2 GiB
+            # for a 20-byte file.
+            data = bytearray()
+            while max_size is None or len(data) <= max_size:
+                want = _READ_CHUNK if max_size is None else min(_READ_CHUNK,
+                                                                 max_size + 1 - len(data))
+                chunk = f.read(want)
+                if not chunk:
+                    break
+                data += chunk
             if max_size is not None and len(data) > max_size:
                 raise IDXFormatError(
                     f"{os.fspath(path)}: file is larger than the expected {max_size} bytes"
@@ -113,6 +123,8 @@ def _gunzip(f, name: str, max_size: int | None) -> bytearray:
         if declared is not None:
             cap = declared if cap is None else min(cap, declared)
         limit = _INFLATE_STEP if cap is None else max(min(cap + 1 - len(out), _INFLATE_STEP), 1)
+        if declared is None and len(out) < _MAX_HEADER:
+            limit = _MAX_HEADER - len(out)  # first the header, to learn the size it announces
         try:
             out += d.decompress(pending, limit)
         except zlib.error as e:
@@ -220,6 +232,12 @@ def parse_idx(
         raise IDXFormatError(
             f"{source}: {what}: header says {dims} {dtype.newbyteorder('=').name} = "
             f"{expected} data bytes, file has {actual} data bytes after the {header}-byte header"
+        )
+    if math.prod(d for d in shape if d) * dtype.itemsize >= 2**63:
+        # NumPy refuses such a shape even when a zero makes it empty.
+        raise IDXFormatError(
+            f"{source}: the header's dimensions {'x'.join(map(str, shape))} are too large for "
+            "any array"
         )
     arr = np.frombuffer(payload, dtype=dtype, count=expected // dtype.itemsize, offset=header)
     arr = arr.reshape(shape)
