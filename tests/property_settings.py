@@ -70,3 +70,15 @@ class Budget:
     def report(self) -> str:
         return (f"{self.name}: {self.count} examples, slowest {self.slowest * 1000:.0f} ms, "
                 f"peak allocation {self.peak / 1e6:.1f} MB")
+
+
+def report_budgets(request, budgets):
+    """Print each Budget's line on the terminal (past pytest's output capture)."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.ensure_newline()
+        for item in budgets.values():
+            reporter.write_line(item.report())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from property_settings import Budget, examples, settings
+from property_settings import Budget, examples, report_budgets, settings
 
 from minicnn.datasets.idx import _IDX_DTYPES, IDXFormatError, parse_idx, read_idx, read_payload
 
@@ -24,9 +24,7 @@ def budget(name):
 @pytest.fixture(scope="module", autouse=True)
 def _report(request):
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    for item in BUDGETS.values():
-        reporter.write_line(item.report())
+    report_budgets(request, BUDGETS)
 
 
 def header(code, dims):
