@@ -24,10 +24,12 @@ _SCALE = {"ci": 1, "thorough": 20}
 
 settings.register_profile(
     "ci", derandomize=True, database=None, deadline=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                           HealthCheck.large_base_example])
 settings.register_profile(
     "thorough", derandomize=False, deadline=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                           HealthCheck.large_base_example])
 PROFILE = os.environ.get(PROFILE_ENV, "ci")
 if PROFILE not in _SCALE:
     raise ValueError(f"${PROFILE_ENV} must be one of {sorted(_SCALE)}, got {PROFILE!r}")
