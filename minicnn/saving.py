@@ -322,7 +322,7 @@ class _ModelFile:
         members = {}
         for info in self.zip.infolist():
             name = info.filename
-            if info.is_dir():
+            if name.endswith("/"):  # a folder entry (not info.is_dir(): names may be empty)
                 continue
             if not name.endswith(".npy"):
                 self.fail(f"holds a member {name[:80]!r} that is not a NumPy array (.npy); "

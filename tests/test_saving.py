@@ -818,3 +818,18 @@ def test_weight_shapes_match_what_build_creates():
         layers.Dense(3).weight_shapes((4, 4))
     with pytest.raises(ValueError, match="kernel_size .* is bigger than the input"):
         layers.Conv2D(3, 5).weight_shapes((3, 3, 1))
+
+
+def test_a_zip_member_with_an_empty_name_is_a_clear_error(saved):
+    # Found by the property tests: zipfile's ZipInfo.is_dir() raised IndexError on it.
+    path, _, _ = saved
+    raw = bytearray(path.read_bytes())
+    entry = raw.index(b"PK\x01\x02")  # first central-directory entry: make its name length 0
+    name_length = int.from_bytes(raw[entry + 28:entry + 30], "little")
+    raw[entry + 28:entry + 30] = bytes(2)
+    del raw[entry + 46:entry + 46 + name_length]
+    end = raw.rindex(b"PK\x05\x06")
+    size = int.from_bytes(raw[end + 12:end + 16], "little") - name_length
+    raw[end + 12:end + 16] = size.to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    expect_clear_error(path, "not a NumPy array|not a readable")
