@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import concurrent.futures
 import http.server
 import importlib.resources
 import io
@@ -489,8 +490,7 @@ class DigitRequestHandler(http.server.BaseHTTPRequestHandler):
                     raise RequestError(405, f"use GET for {path}.")
                 raise RequestError(404, f"no such endpoint: {path!r}; POST to /api/predict.")
             body = self._read_body()
-            with self.server.work_slot():
-                answer = handle_predict(self.server.predictor, body)
+            answer = self.server.run_work(handle_predict, self.server.predictor, body)
         except RequestError as exc:
             if exc.status == 503:
                 extra = [("Retry-After", "1")]
@@ -618,6 +618,8 @@ class DigitServer(http.server.ThreadingHTTPServer):
         self.queue_timeout = float(queue_timeout)
         self.page_files = _load_page_files()
         self._work = threading.BoundedSemaphore(int(max_workers))
+        self._workers = concurrent.futures.ThreadPoolExecutor(int(max_workers),
+                                                              "minicnn-predict")
         self._connections = 0
         self._connections_lock = threading.Lock()
         if ":" in address[0]:  # an IPv6 address such as ::1
@@ -636,21 +638,18 @@ class DigitServer(http.server.ThreadingHTTPServer):
             host = f"[{host}]"
         return f"http://{host}:{port}/"
 
-    def work_slot(self):
-        """A context manager holding one of the max_workers prediction slots; RequestError 503
-        when none frees up within queue_timeout."""
-        server = self
-
-        class _Slot:
-            def __enter__(self):
-                if not server._work.acquire(timeout=server.queue_timeout):
-                    raise RequestError(503, "the server is busy with other predictions; try "
-                                            "again in a moment.")
-
-            def __exit__(self, *exc):
-                server._work.release()
-
-        return _Slot()
+    def run_work(self, function, *args):
+        """function(*args) on one of max_workers worker threads, waiting at most queue_timeout
+        for a free one (else RequestError 503). A fixed set of threads does every decode, so
+        the memory allocator keeps at most max_workers per-thread arenas of image buffers, not
+        one per connection that ever decoded a big picture."""
+        if not self._work.acquire(timeout=self.queue_timeout):
+            raise RequestError(503, "the server is busy with other predictions; try again in a "
+                                    "moment.")
+        try:
+            return self._workers.submit(function, *args).result()
+        finally:
+            self._work.release()
 
     # -- connections --------------------------------------------------------------------------
     def process_request(self, request, client_address):
@@ -701,6 +700,7 @@ class DigitServer(http.server.ThreadingHTTPServer):
 
     def server_close(self):
         self.watchdog.close()
+        self._workers.shutdown(wait=False)
         super().server_close()
 
 
