@@ -17,6 +17,7 @@ import os
 import time
 import tracemalloc
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 PROFILE_ENV = "MINICNN_HYPOTHESIS_PROFILE"
@@ -84,3 +85,22 @@ def report_budgets(request, budgets):
         reporter.ensure_newline()
         for item in budgets.values():
             reporter.write_line(item.report())
+
+
+class Budgets(dict):
+    """A module's Budgets by name: budget("parse_idx(random bytes)").run(...)."""
+
+    def __call__(self, name: str) -> Budget:
+        return self.setdefault(name, Budget(name))
+
+
+def reporting(budgets: Budgets):
+    """A module-scoped autouse fixture printing the module's budgets when it is done:
+    `_report = reporting(budget)` at the top of a test module."""
+
+    @pytest.fixture(scope="module", autouse=True)
+    def _report(request):
+        yield
+        report_budgets(request, budgets)
+
+    return _report

@@ -7,24 +7,14 @@ from __future__ import annotations
 import gzip
 
 import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from property_settings import Budget, examples, report_budgets, settings
+from property_settings import Budgets, examples, reporting, settings
 
 from minicnn.datasets.idx import _IDX_DTYPES, IDXFormatError, parse_idx, read_idx, read_payload
 
-BUDGETS = {}
-
-
-def budget(name):
-    return BUDGETS.setdefault(name, Budget(name))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _report(request):
-    yield
-    report_budgets(request, BUDGETS)
+budget = Budgets()
+_report = reporting(budget)
 
 
 def header(code, dims):

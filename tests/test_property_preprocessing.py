@@ -14,21 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
-from property_settings import Budget, examples, report_budgets, settings
+from property_settings import Budgets, examples, reporting, settings
 
 from minicnn.preprocessing import load_image, preprocess_digit
 
-BUDGETS = {}
-
-
-def budget(name):
-    return BUDGETS.setdefault(name, Budget(name))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _report(request):
-    yield
-    report_budgets(request, BUDGETS)
+budget = Budgets()
+_report = reporting(budget)
 
 
 def check_outcome(outcome):

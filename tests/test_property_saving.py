@@ -10,26 +10,16 @@ import json
 import zipfile
 
 import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from property_settings import Budget, examples, report_budgets, settings
+from property_settings import Budgets, examples, reporting, settings
 
 import minicnn
 from minicnn import layers, models
 
-BUDGETS = {}
+budget = Budgets()
+_report = reporting(budget)
 MEMORY = 40e6  # bytes; the model is ~10 KB, a file may claim gigabytes
-
-
-def budget(name):
-    return BUDGETS.setdefault(name, Budget(name))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _report(request):
-    yield
-    report_budgets(request, BUDGETS)
 
 
 def _make_saved():

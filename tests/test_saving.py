@@ -570,26 +570,12 @@ def test_zip_with_unsupported_compression_is_rejected(saved):
     expect_clear_error(path, "not a readable.*NotImplementedError")
 
 
+from hardening_fixtures import traced_peak  # noqa: E402
+
 # --------------------------------------------------------------------------------------------
 # Issue 12: memory bounded by the file, hostile members, non-finite weights, awkward names and
 # file systems that refuse the write
 # --------------------------------------------------------------------------------------------
-
-
-def traced_peak(function):
-    """(result or exception, peak bytes allocated while it ran), by tracemalloc (NumPy's and
-    zlib's buffers are traced too)."""
-    import tracemalloc
-
-    tracemalloc.start()
-    try:
-        try:
-            result = function()
-        except Exception as exc:  # returned for the caller to check
-            result = exc
-        return result, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def _zero_member(zf, name, count):
