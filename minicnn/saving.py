@@ -583,7 +583,9 @@ def _restore_compile(model, model_file):
     for i, (count, param) in enumerate(zip(counts, params, strict=True)):
         for j in range(count):  # declared shapes first: nothing is inflated for a misfit
             declared = model_file.declared.get(f"optimizer/{i:04d}/{j}")
-            if declared is not None and declared[0] != param.shape:
+            if declared is None:
+                break  # missing: reading it below says so (a count of 2^63 ends here too)
+            if declared[0] != param.shape:
                 model_file.fail(f"has optimizer state 'optimizer/{i:04d}/{j}' of shape "
                                 f"{declared[0]} {declared[1]}; its parameter is {param.shape} "
                                 f"{param.dtype}.")

@@ -819,3 +819,14 @@ def test_a_zip_member_with_an_empty_name_is_a_clear_error(saved):
     raw[end + 12:end + 16] = size.to_bytes(4, "little")
     path.write_bytes(bytes(raw))
     expect_clear_error(path, "not a NumPy array|not a readable")
+
+
+def test_an_absurd_optimizer_slot_count_fails_at_once(saved):
+    # Found by the property tests: a slot count of 2^63 made load_model loop for ever.
+    path, _, _ = saved
+
+    def change(arrays, header):
+        header["optimizer_state"]["slots"][0] = 2**63
+
+    rewrite(path, change)
+    expect_clear_error(path, r"lacks the array 'optimizer/0000/2'")
