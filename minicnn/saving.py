@@ -512,6 +512,12 @@ def _load_weights_from(model, model_file):
     _set_weights(model, model_file, _read_weights(model_file, keys))
 
 
+def _per_sample(shape):
+    """A shape list from the header as a tuple without a Keras-style batch axis (None)."""
+    shape = tuple(shape)
+    return shape[1:] if shape and shape[0] is None else shape
+
+
 def _architecture_shapes(model_file):
     """[(layer description, {name: shape})] the header's architecture needs, computed with
     layer.weight_shapes: nothing is built or allocated."""
@@ -524,9 +530,13 @@ def _architecture_shapes(model_file):
         if len(specs) > MAX_LAYERS:
             raise ValueError(f"{len(specs):,} layers, more than the {MAX_LAYERS:,} minicnn "
                              "loads")
-        shape = tuple(header["build_input_shape"])
-        if shape and shape[0] is None:  # a Keras-style batch axis
-            shape = shape[1:]
+        shape = _per_sample(header["build_input_shape"])
+        declared = specs[0]["config"].get("input_shape") if specs else None
+        if declared is not None and _per_sample(declared) != shape:
+            # Sequential.from_config builds from the first layer's input_shape: the shapes
+            # checked here must be the ones it will allocate.
+            raise ValueError(f"the first layer's input_shape {list(declared)} differs from "
+                             f"the model's build_input_shape {list(shape)}")
         result = []
         for spec in specs:
             layer = get_class(spec["class_name"]).from_config(spec["config"])

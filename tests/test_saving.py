@@ -830,3 +830,16 @@ def test_an_absurd_optimizer_slot_count_fails_at_once(saved):
 
     rewrite(path, change)
     expect_clear_error(path, r"lacks the array 'optimizer/0000/2'")
+
+
+def test_a_first_layer_input_shape_that_disagrees_with_the_build_shape_is_refused(saved):
+    # Found by the property tests: the weights were checked for build_input_shape, but
+    # Sequential.from_config builds from the first layer's input_shape (here a Dense kernel
+    # of 464 GB).
+    path, _, _ = saved
+    rewrite(path, lambda arrays, header: header["config"]["layers"][0]["config"].update(
+        input_shape=[10**6, 10**6, 1]))
+    error, peak = traced_peak(lambda: models.load_model(path))
+    assert isinstance(error, ValueError) and str(path) in str(error)
+    assert "differs from the model's build_input_shape" in str(error), error
+    assert peak < 20e6, peak
