@@ -206,4 +206,8 @@ def write_json(path, data):
 
 
 if __name__ == "__main__":
-    main()
+    # A user's mistake (no data offline, an unwritable folder...) prints one line, not a
+    # traceback; --debug or MINICNN_DEBUG=1 shows the traceback.
+    from minicnn.cli import run_with_messages
+
+    raise SystemExit(run_with_messages(main))

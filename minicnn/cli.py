@@ -8,6 +8,12 @@
 Adding a subcommand: write `configure(parser)` (adds its arguments to an argparse parser) and
 `run(args, extra) -> exit code`, then call `register(Command(name, help, configure, run))` at
 the bottom of this file. Import heavy modules inside `run`, so `--help` stays fast.
+
+Errors: a user's mistake (a missing or bad file, a bad image, no data offline, a port in use)
+is printed as one line "<prog>: error: <message>" on stderr with exit status 1, never as a
+traceback; `user_error_message` decides what counts as one. `--debug` (anywhere on the command
+line) or MINICNN_DEBUG=1 shows the traceback instead. Anything else is a bug and keeps its
+traceback. Scripts get the same behaviour from `run_with_messages(main)`.
 """
 
 from __future__ import annotations
@@ -22,17 +28,89 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Command", "CommandError", "register", "main", "default_model_path"]
+__all__ = ["Command", "CommandError", "register", "main", "default_model_path",
+           "user_error_message", "run_with_messages", "DEBUG_ENV"]
 
 # Where examples/mnist_cnn.py saves its model when run with no arguments (its DEFAULT_OUTPUT_DIR
 # and MODEL_FILE; a test keeps the two in step).
 DEFAULT_MODEL = Path("mnist_cnn_output") / "mnist_cnn.npz"
 MODEL_ENV = "MINICNN_MODEL"
+DEBUG_ENV = "MINICNN_DEBUG"
 EXAMPLE = Path("examples") / "mnist_cnn.py"
 
 
 class CommandError(Exception):
     """A problem to report in one line ("minicnn <command>: error: ...") with exit status 1."""
+
+
+class NonFiniteOutputError(ArithmeticError):
+    """The model's outputs hold NaN or inf, so it has no prediction to give."""
+
+
+NON_FINITE_OUTPUT = ("the model's outputs are not finite numbers (NaN or inf), so it has no "
+                     "prediction: its weights are broken or too large (a diverged training?). "
+                     "Retrain it, or use another model file.")
+
+
+# --------------------------------------------------------------------------------------------
+# Errors: one line for a user's mistake, a traceback only for a bug (or with --debug)
+# --------------------------------------------------------------------------------------------
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message for an expected failure, or None when `exc` is a bug that deserves
+    its traceback.
+
+    Expected: CommandError; OSError (missing, unreadable or unwritable files, no data
+    offline -- DatasetDownloadError --, a port in use); ValueError (minicnn's checks of files,
+    images, shapes and arguments: IDXFormatError, ImageTooLargeError, bad model files...);
+    ArithmeticError (a loss or output that is not finite: LossNotFiniteError); MemoryError.
+    """
+    if isinstance(exc, CommandError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return ("out of memory" + (f" ({exc})" if str(exc) else "") + "; try a smaller "
+                "--batch-size or --limit, or close other programs.")
+    if isinstance(exc, OSError):
+        text = str(exc)
+        if text.startswith("[Errno") and exc.strerror:  # a raw OSError: say it plainly
+            where = f"{exc.filename}: " if exc.filename else ""
+            return f"{where}{exc.strerror}"
+        return text or type(exc).__name__
+    if isinstance(exc, (ValueError, ArithmeticError)):
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _take_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
+    """argv without any --debug, and whether it or $MINICNN_DEBUG asks for tracebacks."""
+    env = os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    rest = [a for a in argv if a != "--debug"]
+    return rest, env or len(rest) != len(argv)
+
+
+def _report(exc: BaseException, prog: str, debug: bool) -> int:
+    """Print a user error's message (or re-raise with --debug / for a bug); exit status 1."""
+    message = user_error_message(exc)
+    if debug or message is None:
+        raise exc
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 1
+
+
+def run_with_messages(main_function: Callable[[list[str]], object], argv: list[str] | None = None,
+                      prog: str | None = None) -> int:
+    """Run a script's `main(argv)` under the command line's error rule (see the module
+    docstring); `--debug` is taken out of argv first. Returns the exit status, e.g.
+    `raise SystemExit(run_with_messages(main))` at the bottom of a script."""
+    argv, debug = _take_debug_flag(list(sys.argv[1:] if argv is None else argv))
+    prog = prog or Path(sys.argv[0]).name
+    try:
+        status = main_function(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 -- sorted by user_error_message
+        return _report(exc, prog, debug)
+    return status if isinstance(status, int) else 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +153,9 @@ def build_parser(prog: str | None = None) -> tuple[argparse.ArgumentParser, dict
         prog=prog or _prog(),
         description="minicnn: a small CNN framework in NumPy and Numba with Keras's API.")
     parser.add_argument("--version", action="version", version=f"minicnn {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the full traceback of an error (also ${DEBUG_ENV}=1); "
+                             "may be given anywhere on the command line")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     parsers = {}
     for command in COMMANDS.values():
@@ -88,6 +169,8 @@ def build_parser(prog: str | None = None) -> tuple[argparse.ArgumentParser, dict
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Run the command line with argv (default sys.argv[1:]); returns the exit status."""
     parser, parsers = build_parser(prog)
+    argv, debug = _take_debug_flag(list(sys.argv[1:] if argv is None else argv))
+    shown = parser.prog
     try:
         args, extra = parser.parse_known_args(argv)
         if args.command is None:
@@ -96,16 +179,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         command = COMMANDS[args.command]
         if extra and not command.passthrough:
             parsers[command.name].error(f"unrecognized arguments: {' '.join(extra)}")
-        args.prog = parsers[command.name].prog
+        args.prog = shown = parsers[command.name].prog
+        args.debug = debug
         return command.run(args, extra) or 0
     except SystemExit as exit_:  # argparse's --help and usage errors: return, do not exit
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    except CommandError as exc:
-        print(f"{args.prog}: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 -- sorted by user_error_message
+        return _report(exc, shown, debug)
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,13 +200,10 @@ def _configure_train(parser: argparse.ArgumentParser) -> None:
 
 def _run_train(args: argparse.Namespace, extra: list[str]) -> int:
     # examples/mnist_cnn.py is installed as minicnn.examples.mnist_cnn (see pyproject.toml), so
-    # this works from a wheel as from a checkout.
+    # this works from a wheel as from a checkout; errors: see main() and user_error_message.
     from .examples import mnist_cnn
 
-    try:
-        mnist_cnn.main(extra, prog=args.prog)
-    except (OSError, ValueError) as exc:  # e.g. no network for the download, a bad option mix
-        raise CommandError(str(exc)) from exc
+    mnist_cnn.main(extra, prog=args.prog)
     return 0
 
 
@@ -170,12 +250,33 @@ def _load_predict_model(option: str | None):
         model = load_model(path)
     except (OSError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
-    if tuple(model.input_shape[1:]) != (28, 28, 1) or len(model.output_shape) != 2:
+    input_shape, output_shape = _per_sample(model.input_shape), _per_sample(model.output_shape)
+    if input_shape != (28, 28, 1) or len(output_shape) != 1:
         raise CommandError(
-            f"{path} holds a model for inputs {model.input_shape} with outputs "
-            f"{model.output_shape}; predict needs an MNIST-style model: (28, 28, 1) images in, "
+            f"{path} holds a model for inputs {input_shape} with outputs "
+            f"{output_shape}; predict needs an MNIST-style model: (28, 28, 1) images in, "
             "one probability per class out.")
     return model, path
+
+
+def _per_sample(shape) -> tuple:
+    """A layer/model shape without Keras's batch axis (None), whichever way it is given."""
+    shape = tuple(shape or ())
+    return shape[1:] if shape and shape[0] is None else shape
+
+
+def predict_probabilities(model, digit: np.ndarray) -> np.ndarray:
+    """One preprocessed (28, 28) digit -> its K class probabilities (float64). Raises
+    NonFiniteOutputError when the model's outputs are NaN or inf (huge or broken weights)."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            probabilities = model.predict(digit[None, :, :, None], verbose=0)[0]
+    except ArithmeticError as exc:  # the model itself may refuse non-finite outputs
+        raise NonFiniteOutputError(NON_FINITE_OUTPUT) from exc
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if not np.isfinite(probabilities).all():
+        raise NonFiniteOutputError(NON_FINITE_OUTPUT)
+    return probabilities
 
 
 def _processed_targets(option: str | None, images: list[str]) -> list[Path | None]:
@@ -214,13 +315,14 @@ def _run_predict(args: argparse.Namespace, extra: list[str]) -> int:
     for image, target in zip(args.images, targets, strict=True):
         try:
             digit = preprocess_digit(image)
-        except (OSError, ValueError, TypeError) as exc:  # missing, not an image, blank
+            probabilities = predict_probabilities(model, digit)
+        except (OSError, ValueError, TypeError, ArithmeticError) as exc:
+            # missing, not an image, too large, blank; outputs that are not finite
             failures += 1
             print(f"{args.prog}: error: {image}: {exc}", file=sys.stderr)
             if args.json:
                 print(json.dumps({"image": image, "error": str(exc)}), flush=True)
             continue
-        probabilities = model.predict(digit[None, :, :, None], verbose=0)[0].astype(np.float64)
         if target is not None:
             plot.plot_digit_probabilities(digit, probabilities, Path(image).name, target)
         if args.json:

@@ -59,7 +59,7 @@ class LossNotFiniteError(FloatingPointError):
         self.loss = loss
 
 
-class NonFiniteOutputError(ValueError):
+class NonFiniteOutputError(ValueError, ArithmeticError):
     """predict produced NaN or inf: the model's weights have blown up or the data is extreme."""
 
 
@@ -983,15 +983,17 @@ class Model:
         for text in out:
             print_fn(text)
 
-    def save(self, path, **kwargs):
-        """Write architecture, weights, compile settings and optimizer state to one .npz."""
+    def save(self, path, allow_non_finite=False):
+        """Write architecture, weights, compile settings and optimizer state to one file:
+        minicnn's .npz, or Keras's .keras format for a name ending in .keras. Weights holding
+        NaN or inf raise ValueError unless allow_non_finite=True."""
         from .saving import save_model
-        save_model(self, path, **kwargs)
+        save_model(self, path, allow_non_finite=allow_non_finite)
 
-    def save_weights(self, path):
+    def save_weights(self, path, allow_non_finite=False):
         """Write only the weights (.npz); read back with load_weights."""
         from .saving import save_weights
-        save_weights(self, path)
+        save_weights(self, path, allow_non_finite=allow_non_finite)
 
     def load_weights(self, path):
         """Load weights written by save_weights or save into this (built) model."""

@@ -10,16 +10,39 @@ or photo if it gets the same kind of picture, and `preprocess_digit` redoes thos
               -> scaled to fit 20x20 -> pasted in 28x28 with the centre of mass at (14, 14)
 
 `load_image` reads a PNG or JPEG file into a float32 grayscale array for it.
+
+Memory and time are bounded for any input: a picture of more than MAX_IMAGE_PIXELS pixels is
+refused (ImageTooLargeError, before it is decoded), and one larger than WORK_SIDE pixels on a
+side is turned to gray band by band and shrunk by area averaging to at most WORK_SIDE on a side
+before the MNIST steps, so no full-size float copy of a big photo is ever made. (A digit fitted
+into 20x20 loses nothing by it; JPEGs are even decoded at the reduced scale.)
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["load_image", "preprocess_digit"]
+__all__ = ["IMAGE_FORMATS", "MAX_IMAGE_PIXELS", "ImageTooLargeError", "load_image",
+           "preprocess_digit", "read_image"]
+
+# One pixel cap for every entry point (load_image, preprocess_digit, `predict`, the server): a
+# 12-megapixel phone photo fits, while a small PNG claiming 12000 x 12000 pixels (6.5 GB and
+# half a minute before this cap) is refused before it is decoded.
+MAX_IMAGE_PIXELS = 4096 * 4096
+# Pictures larger than this on a side are shrunk (area average) to at most this before the
+# MNIST steps; they are handled in bands of BAND_ROWS output rows to bound memory.
+WORK_SIDE = 1024
+BAND_ROWS = 32
+# Raster formats load_image decodes, recognised by content (never EPS/PDF, which Pillow hands
+# to Ghostscript). The server accepts only PNG and JPEG.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 
 # The MNIST recipe: the digit fits a FIT x FIT box inside a SIZE x SIZE frame.
 SIZE = 28
@@ -35,6 +58,22 @@ MIN_CONTRAST = 0.1
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
+class ImageTooLargeError(ValueError):
+    """A picture has more than MAX_IMAGE_PIXELS pixels; the message gives its size and the
+    limit."""
+
+
+def _too_large(name, width, height):
+    return ImageTooLargeError(
+        f"{name}: the image is {width} x {height} pixels ({width * height:,}); the limit is "
+        f"{MAX_IMAGE_PIXELS:,} pixels (4096 x 4096). Scale it down or crop it to the digit.")
+
+
+def _check_pixels(name, width, height):
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _too_large(name, width, height)
+
+
 # --------------------------------------------------------------------------------------------
 # Reading files
 # --------------------------------------------------------------------------------------------
@@ -46,27 +85,127 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     Gray, RGB, palette and 16-bit files are converted to luma (ITU-R 601-2, as Pillow does).
     Transparent pixels (RGBA, LA, palette with transparency) are composited onto WHITE first, so
     a digit drawn on a transparent canvas comes out as ink on white paper. A JPEG's EXIF
-    orientation (phone photos) is applied. Other formats Pillow can read also work.
-    Raises FileNotFoundError for a missing file, ValueError for a file that is not an image.
+    orientation (phone photos) is applied. BMP, GIF, TIFF and WebP are read too (IMAGE_FORMATS,
+    recognised by content). A picture over WORK_SIDE pixels on a side comes back shrunk to at
+    most WORK_SIDE (area average), see the module docstring.
+    Raises FileNotFoundError for a missing file, ValueError for a folder, a device, a file that
+    is not an image, and ImageTooLargeError (a ValueError) for more than MAX_IMAGE_PIXELS.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError  # imported here: only this needs it
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"load_image: no such file: '{path}'")
+    name = "load_image"
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)  # phones store the camera's rotation in EXIF
-            return pil_to_gray(im)
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{name}: no such file: '{path}'") from None
+    except OSError as err:  # e.g. a name too long, a loop of links
+        raise ValueError(f"{name}: '{path}' cannot be read ({err.strerror or err}).") from err
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{name}: '{path}' is a folder, not an image file; give a PNG or JPEG "
+                         "file inside it.")
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{name}: '{path}' is not a regular file (a device, pipe or socket); "
+                         "give a PNG or JPEG file.")
+    try:
+        with open(path, "rb") as f:
+            return read_image(f, f"{name}: '{path}'", IMAGE_FORMATS)
     except PermissionError:
         raise  # an OSError too, but not a problem with the file's content
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        # Pillow raises UnidentifiedImageError for unknown content, OSError for truncated or
-        # corrupt data and SyntaxError from a few of its parsers.
+
+
+def read_image(file, name: str = "read_image", formats=IMAGE_FORMATS) -> np.ndarray:
+    """Decode one picture from an open binary file -> (H, W) float32 gray in [0, 1], as
+    load_image does (transparency on white, EXIF orientation, big pictures shrunk to at most
+    WORK_SIDE on a side). formats: the Pillow format names accepted, recognised by content.
+
+    Raises ImageTooLargeError over MAX_IMAGE_PIXELS (checked before decoding), ValueError for
+    anything that is not a readable picture in one of `formats`; the messages start with name.
+    """
+    from PIL import Image, UnidentifiedImageError  # imported here: only this needs it
+
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns from 89 megapixels; our own, lower cap applies below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(file, formats=list(formats))
+        with im:
+            _check_pixels(name, *im.size)
+            return _decode_gray(im)
+    except Image.DecompressionBombError as err:
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise ImageTooLargeError(
+            f"{name}: the image has {size}; the limit is {MAX_IMAGE_PIXELS:,} pixels "
+            "(4096 x 4096). Scale it down or crop it to the digit.") from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError,
+            EOFError, MemoryError) as err:
+        if isinstance(err, (ImageTooLargeError, PermissionError)):
+            raise
+        # Pillow raises UnidentifiedImageError for unknown content (or a format not in
+        # `formats`), OSError for truncated or corrupt data, SyntaxError and others from a few
+        # of its parsers.
+        if isinstance(err, UnidentifiedImageError):
+            err = f"its content is none of {', '.join(formats)}"
         raise ValueError(
-            f"load_image: '{path}' could not be read as PNG/JPEG image ({err}). "
+            f"{name} could not be read as PNG/JPEG image ({err}). "
             "Check that the file is a PNG or JPEG picture and not truncated."
-        ) from err
+        ) from None if isinstance(err, str) else err
+
+
+_EXIF_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
+                   6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}  # as ImageOps.exif_transpose
+
+
+def _decode_gray(im) -> np.ndarray:
+    """An opened (not yet decoded) Pillow image -> (H, W) float32 gray, EXIF orientation
+    applied; shrunk to at most WORK_SIDE on a side when larger, band by band."""
+    from PIL import Image, ImageOps
+
+    width, height = im.size
+    if max(width, height) <= WORK_SIDE:
+        return pil_to_gray(ImageOps.exif_transpose(im))
+    orientation = im.getexif().get(0x0112)
+    factor = math.ceil(max(width, height) / WORK_SIDE)
+    if im.format == "JPEG":
+        # Decode at 1/2, 1/4 or 1/8 scale in the DCT itself: a photo never exists at full size.
+        im.draft(im.mode, (math.ceil(width / factor), math.ceil(height / factor)))
+        width, height = im.size
+        factor = math.ceil(max(width, height) / WORK_SIDE)
+    im.load()
+    band = factor * BAND_ROWS
+    gray = np.concatenate([_shrunk_band(im.crop((0, top, width, min(height, top + band))),
+                                        factor)
+                           for top in range(0, height, band)])
+    method = _EXIF_TRANSPOSE.get(orientation)
+    if method is not None:
+        gray = np.asarray(Image.fromarray(gray).transpose(getattr(Image.Transpose, method)))
+    return np.ascontiguousarray(gray, dtype=np.float32)
+
+
+def _shrunk_band(band, factor: int) -> np.ndarray:
+    """One band of a big picture -> its gray, shrunk by `factor` (area average), in [0, 1].
+    8-bit modes are turned to gray and shrunk in Pillow (alpha composited on white, luma,
+    Image.reduce; rounded to 8 bits, which is invisible once shrunk), several times faster and
+    lighter than the float path that 16-bit and float modes take."""
+    from PIL import Image
+
+    if band.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return _box_shrink(pil_to_gray(band), factor)
+    if band.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in band.info:
+        paper = Image.new("RGBA", band.size, (255, 255, 255, 255))
+        band = Image.alpha_composite(paper, band.convert("RGBA"))
+    return np.asarray(band.convert("L").reduce(factor), dtype=np.float32) / np.float32(255)
+
+
+def _box_shrink(x: np.ndarray, factor: int) -> np.ndarray:
+    """(h, w) -> (ceil(h/factor), ceil(w/factor)): the mean of each factor x factor block (the
+    blocks at the bottom and right edges may be smaller), in float64."""
+    if factor <= 1:
+        return x.astype(np.float64)
+    rows = np.arange(0, x.shape[0], factor)
+    cols = np.arange(0, x.shape[1], factor)
+    sums = np.add.reduceat(np.add.reduceat(x, rows, axis=0, dtype=np.float64), cols, axis=1)
+    counts = np.outer(np.diff(np.append(rows, x.shape[0])), np.diff(np.append(cols, x.shape[1])))
+    return sums / counts
 
 
 def pil_to_gray(im) -> np.ndarray:
@@ -114,6 +253,21 @@ def _to_float01(image: np.ndarray, name: str) -> np.ndarray:
     raise TypeError(
         f"{name}: unsupported pixel dtype {image.dtype}; expected uint8, uint16, bool or float"
     )
+
+
+def _bounded_gray(image: np.ndarray, name: str) -> np.ndarray:
+    """_to_gray within the pixel cap; an image over WORK_SIDE on a side is converted in bands
+    and shrunk (area average) to at most WORK_SIDE, so no full-size float copy is made."""
+    if image.ndim in (2, 3) and image.shape[0] and image.shape[1]:
+        height, width = image.shape[:2]
+        _check_pixels(name, width, height)
+        if max(height, width) > WORK_SIDE:
+            _to_gray(image[:1, :1], name)  # the shape and dtype checks, on one pixel
+            factor = math.ceil(max(height, width) / WORK_SIDE)
+            band = factor * BAND_ROWS
+            return np.concatenate([_box_shrink(_to_gray(image[top:top + band], name), factor)
+                                   for top in range(0, height, band)])
+    return _to_gray(image, name)
 
 
 def _to_gray(image: np.ndarray, name: str) -> np.ndarray:
@@ -274,15 +428,17 @@ def preprocess_digit(image: np.ndarray | str | os.PathLike) -> np.ndarray:
     centre of mass. The picture should hold one digit and little else: faint specks are
     ignored, but any mark as dark as the ink counts as part of the digit.
 
+    Pictures over WORK_SIDE (1024) pixels on a side are shrunk to it by area averaging first.
     Raises ValueError for a wrong shape or channel count, NaN values, or a blank picture;
-    FileNotFoundError / ValueError for a missing or unreadable file.
+    ImageTooLargeError (a ValueError) over MAX_IMAGE_PIXELS; FileNotFoundError / ValueError for
+    a missing or unreadable file.
     """
     name = "preprocess_digit"
     if isinstance(image, (str, os.PathLike)):
         image = load_image(image)
     elif not isinstance(image, np.ndarray):
         image = np.asarray(image)
-    gray = _to_gray(image, name)
+    gray = _bounded_gray(image, name)
     x = _make_light_on_dark(gray)
     x, is_ink = _normalize_contrast(x, name)
     x = _crop_to_ink(x, is_ink)

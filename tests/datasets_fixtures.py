@@ -103,11 +103,14 @@ class MirrorServer:
     the body), ``'stall'`` (headers + up to 100 bytes, then silence), ``'silent'`` (no answer
     at all), ``'badsum'`` (valid gzip of wrong data), ``'notgzip'`` (raw payload), ``'slow'``
     (ok after ``delay`` s),
+    ``'overflow'`` (valid gzip of an IDX header whose dimensions multiply past 2^64, nothing
+    after it), ``'drip'`` (a gzip start, then 2 bytes every ``drip_interval`` s for ever),
     ``('redirect', base_url)`` (302 to base_url + file). ``log`` records (mirror, file, host).
     """
 
     def __init__(self, files: dict, bad_files: dict | None = None, tls: ssl.SSLContext | None
-                 = None, delay: float = 0.4):
+                 = None, delay: float = 0.4, drip_interval: float = 0.05):
+        self.drip_interval = drip_interval
         self.files = files
         self.payloads: dict = {}
         self.bad_files = bad_files or {}
@@ -196,6 +199,27 @@ class MirrorServer:
             h.end_headers()
             h.wfile.write(body[: len(body) // 2])
             h.wfile.flush()
+            h.close_connection = True
+            return None
+        if mode == "overflow":
+            magic = bytes([0, 0, 8, 3]) if "images" in name else bytes([0, 0, 8, 1])
+            dims = (2**22, 2**22, 2**20) if "images" in name else (2**32 - 1,)
+            header = magic + b"".join(d.to_bytes(4, "big") for d in dims)
+            return self._send(h, 200, gzip.compress(header))
+        if mode == "drip":
+            h.send_response(200)
+            h.send_header("Content-Type", "application/octet-stream")
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            try:
+                h.wfile.write(body[:2])
+                for i in range(2, len(body), 2):
+                    if self.release.wait(self.drip_interval):
+                        break
+                    h.wfile.write(body[i:i + 2])
+                    h.wfile.flush()
+            except OSError:
+                pass  # the client gave up, as it should
             h.close_connection = True
             return None
         if mode == "silent":

@@ -289,3 +289,156 @@ def test_serve_is_a_registered_command_and_reports_a_missing_model(tmp_path, cap
     assert cli.main(["serve", "--model", str(missing), "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "python examples/mnist_cnn.py" in err
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 12: no traceback for a user's mistake, a pixel cap, outputs that are not finite
+# --------------------------------------------------------------------------------------------
+from hardening_fixtures import png_header_only  # noqa: E402
+
+
+def run_cli(*args, env=None, timeout=300):
+    """`python -m minicnn ARGS` in a fresh process -> CompletedProcess (text)."""
+    return subprocess.run([sys.executable, "-m", "minicnn", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})})
+
+
+@pytest.fixture
+def huge_model_file(tmp_path):
+    """A tutorial model whose weights are finite but 1e30: every output overflows to NaN."""
+    minicnn.set_random_seed(5)
+    model = tutorial_model()
+    model.set_weights([np.full_like(w, 1e30) for w in model.get_weights()])
+    path = tmp_path / "huge.npz"
+    model.save(path)
+    return path
+
+
+def test_predict_reports_outputs_that_are_not_finite_as_errors(huge_model_file, tmp_path,
+                                                               capsys):
+    # Before: '"prediction": 0' with NaN probabilities (not even JSON) and exit status 0.
+    image = write_digit(tmp_path / "one.png")
+    assert cli.main(["predict", str(image), "--model", str(huge_model_file), "--json"]) == 1
+    out, err = capsys.readouterr()
+    record = json.loads(out, parse_constant=lambda token: pytest.fail(f"not JSON: {token}"))
+    assert set(record) == {"image", "error"}
+    assert "not finite numbers (NaN or inf)" in record["error"]
+    assert err.startswith(f"python -m minicnn predict: error: {image}: the model's outputs are "
+                          "not finite")
+    assert "Warning" not in err  # NumPy's overflow warnings are not shown: we report it
+    assert cli.main(["predict", str(image), "--model", str(huge_model_file)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "not finite" in err
+
+
+def test_predict_pixel_cap_is_one_line_and_the_rest_still_run(model_file, tmp_path):
+    # Before: 12000 x 12000 took 26 s and 6.5 GB; 20000 x 20000 a DecompressionBombError
+    # traceback.
+    path, _ = model_file
+    big = tmp_path / "big.png"
+    bigger = tmp_path / "bigger.png"
+    big.write_bytes(png_header_only(12000, 12000))
+    bigger.write_bytes(png_header_only(20000, 20000))
+    good = write_digit(tmp_path / "one.png")
+    result = run_cli("predict", big, bigger, good, "--model", path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = result.stderr.splitlines()
+    assert len(errors) == 2, errors
+    assert "the image is 12000 x 12000 pixels (144,000,000); the limit is 16,777,216" in errors[0]
+    assert "the image has 400,000,000 pixels; the limit is 16,777,216" in errors[1]
+    assert result.stdout.startswith(f"{good}: ")
+
+
+def test_predict_on_a_folder_or_a_device_says_what_it_is(model_file, tmp_path, capsys):
+    path, _ = model_file
+    assert cli.main(["predict", str(tmp_path), "--model", str(path)]) == 1
+    assert "is a folder, not an image file" in capsys.readouterr().err
+    if os.path.exists("/dev/zero"):
+        assert cli.main(["predict", "/dev/zero", "--model", str(path)]) == 1
+        assert "is not a regular file" in capsys.readouterr().err
+
+
+def test_save_processed_onto_a_read_only_disk_is_one_line(model_file, tmp_path, monkeypatch,
+                                                          capsys):
+    import errno
+
+    path, _ = model_file
+    image = write_digit(tmp_path / "one.png")
+    real_open = os.open
+    target = tmp_path / "out"
+    target.mkdir()
+
+    def read_only(name, flags, *args, **kwargs):
+        if str(target) in os.fspath(name) and flags & os.O_CREAT:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(name))
+        return real_open(name, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    status = cli.main(["predict", str(image), "--model", str(path), "--save-processed",
+                       str(target / "seen.png")])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err == (f"python -m minicnn predict: error: plot_digit_probabilities: cannot write "
+                   f"{target / 'seen.png'}: the file system is read-only; choose a folder on a "
+                   "writable disk.\n")
+
+
+def test_debug_flag_and_environment_show_the_traceback(tmp_path):
+    missing = tmp_path / "absent.npz"
+    image = write_digit(tmp_path / "one.png")
+    quiet = run_cli("predict", image, "--model", missing)
+    assert quiet.returncode == 1 and "Traceback" not in quiet.stderr
+    assert quiet.stderr.strip() == f"python -m minicnn predict: error: no model file at {missing}."
+    for extra, env in ((["--debug"], None), ([], {"MINICNN_DEBUG": "1"})):
+        loud = run_cli("predict", image, "--model", missing, *extra, env=env)
+        assert loud.returncode == 1
+        assert "Traceback (most recent call last)" in loud.stderr and "CommandError" in loud.stderr
+
+
+def test_user_error_message_separates_mistakes_from_bugs():
+    from minicnn.datasets import IDXFormatError
+    from minicnn.models import LossNotFiniteError
+
+    assert cli.user_error_message(cli.CommandError("no model")) == "no model"
+    assert cli.user_error_message(ValueError("bad shape")) == "bad shape"
+    assert cli.user_error_message(IDXFormatError("f: truncated")) == "f: truncated"
+    assert cli.user_error_message(LossNotFiniteError("loss nan")) == "loss nan"
+    assert cli.user_error_message(FileNotFoundError(2, "No such file or directory", "x.png")
+                                  ) == "x.png: No such file or directory"
+    assert cli.user_error_message(MemoryError()).startswith("out of memory")
+    for bug in (TypeError("x"), KeyError("k"), AttributeError("a"), AssertionError()):
+        assert cli.user_error_message(bug) is None  # bugs keep their traceback
+
+
+def test_run_with_messages_gives_scripts_the_same_rule(capsys, monkeypatch):
+    def main(argv):
+        raise FileNotFoundError(f"no data in {argv[0]}")
+
+    assert cli.run_with_messages(main, ["/nowhere"], prog="script.py") == 1
+    assert capsys.readouterr().err == "script.py: error: no data in /nowhere\n"
+    with pytest.raises(FileNotFoundError):
+        cli.run_with_messages(main, ["/nowhere", "--debug"], prog="script.py")
+
+    def buggy(argv):
+        raise TypeError("a bug")
+
+    with pytest.raises(TypeError):
+        cli.run_with_messages(buggy, [], prog="script.py")
+    assert cli.run_with_messages(lambda argv: None, []) == 0
+
+
+def test_example_offline_prints_its_message_without_a_traceback(tmp_path):
+    # Before: a 25-line traceback came before the good message.
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "examples" / "mnist_cnn.py"), "--data-dir",
+         str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT),
+             "MINICNN_MNIST_MIRRORS": "http://127.0.0.1:9/"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("mnist_cnn.py: error: Could not download "
+                                    "train-images-idx3-ubyte.gz of MNIST from any mirror.")
+    assert "To work offline, put the four files" in result.stderr

@@ -7,6 +7,7 @@ import fcntl
 import gzip
 import io
 import os
+import re
 import signal
 import socket
 import time
@@ -110,6 +111,18 @@ def test_corrupt_cached_file_is_downloaded_again(tiny, server, tmp_path):
     assert (folder / fx.NAMES[2]).read_bytes() == tiny.gz[fx.NAMES[2]]
 
 
+def test_cached_file_with_overflowing_header_is_downloaded_again(tiny, server, tmp_path):
+    # Its dimensions multiply to 2^64: NumPy's int64 product was 0, so the 16-byte file passed
+    # the length check and reshape raised a ValueError that stopped load_data for good.
+    folder = tmp_path / "tiny"
+    tiny.write_files(folder)
+    header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (2**22, 2**22, 2**20))
+    (folder / fx.NAMES[2]).write_bytes(gzip.compress(header))
+    assert_tiny(dl.load_dataset(tiny.spec([server.url("a")]), data_dir=tmp_path, verbose=0,
+                                **FAST), tiny)
+    assert server.count() == 1 and server.count("a", fx.NAMES[2]) == 1
+
+
 def test_raw_idx_placed_by_hand_is_accepted(tiny, server, tmp_path):
     # Someone who gunzipped the files by hand under the same names still gets a cache hit.
     folder = tmp_path / "tiny"
@@ -129,6 +142,9 @@ BAD_MODES = {
     "html-octet": ("HTML page",), "truncated": ("truncated",), "stall": ("stalled",),
     "badsum": ("SHA-256", "expected"), "notgzip": ("not gzip",),
     "silent": ("no response within",),
+    # A header whose dimensions overflow int64 used to pass the length check and end in a
+    # NumPy reshape error that stopped the download before the next mirror was tried.
+    "overflow": ("failed verification", "header says"),
 }
 RETRIED = {500, "truncated", "stall", "silent"}
 
@@ -520,3 +536,56 @@ def test_argument_errors(tiny, tmp_path):
         dl.DatasetFile("f.gz", "abc", 10, "labels")
     with pytest.raises(ValueError, match="files must be"):
         dataclasses.replace(spec, files=spec.files[::-1])
+
+
+# --------------------------------------------------------------------------- deadlines (issue 12)
+
+
+def test_dripping_mirror_is_given_up_below_the_minimum_rate(tiny, tmp_path, monkeypatch):
+    # Before: a mirror sending 2 bytes at a time never timed out (38 minutes for 4.5 KB) and
+    # the next mirror was never tried.
+    monkeypatch.setattr(dl, "MIN_RATE_GRACE", 0.3)
+    with fx.MirrorServer(tiny.gz, tiny.bad_gz, drip_interval=0.05) as server:
+        server.modes["drip"] = "drip"
+        spec = tiny.spec([server.url("drip"), server.url("good")])
+        began = time.monotonic()
+        assert_tiny(dl.load_dataset(spec, data_dir=tmp_path, verbose=0, min_rate=1000,
+                                    **FAST), tiny)
+        assert time.monotonic() - began < 30
+        for n in fx.NAMES:
+            assert server.count("drip", n) == 1  # too slow is not retried on the same URL
+            assert server.count("good", n) == 1
+
+
+def test_per_file_deadline_and_its_environment_variable(tiny, tmp_path, monkeypatch):
+    with fx.MirrorServer(tiny.gz, tiny.bad_gz, drip_interval=0.02) as server:
+        server.modes["drip"] = "drip"
+        spec = tiny.spec([server.url("drip")])
+        with pytest.raises(datasets.DatasetDownloadError) as info:
+            dl.load_dataset(spec, data_dir=tmp_path, verbose=0, deadline=0.3, min_rate=0,
+                            **FAST)
+        assert re.search(r"too slow: not finished within the 0.3 s deadline "
+                         r"\(\$MINICNN_DOWNLOAD_DEADLINE\) after \d+ bytes", str(info.value))
+        monkeypatch.setenv("MINICNN_DOWNLOAD_DEADLINE", "0.2")
+        monkeypatch.setenv("MINICNN_DOWNLOAD_MIN_RATE", "0")
+        with pytest.raises(datasets.DatasetDownloadError, match="within the 0.2 s deadline"):
+            dl.load_dataset(spec, data_dir=tmp_path / "b", verbose=0, **FAST)
+        monkeypatch.setenv("MINICNN_DOWNLOAD_DEADLINE", "soon")
+        with pytest.raises(ValueError, match=r"\$MINICNN_DOWNLOAD_DEADLINE must be a number"):
+            dl.load_dataset(spec, data_dir=tmp_path / "c", verbose=0, **FAST)
+    monkeypatch.delenv("MINICNN_DOWNLOAD_DEADLINE")
+    with pytest.raises(ValueError, match="min_rate must be a number >= 0"):
+        dl.load_dataset(spec, data_dir=tmp_path, min_rate=-1)
+
+
+def test_a_folder_where_a_data_file_belongs_is_a_clear_error(tiny, server, tmp_path):
+    # Before: the download succeeded and os.replace onto the folder raised IsADirectoryError.
+    folder = tmp_path / "tiny"
+    tiny.write_files(folder)
+    (folder / fx.NAMES[3]).unlink()
+    (folder / fx.NAMES[3]).mkdir()
+    with pytest.raises(datasets.DatasetDownloadError) as info:
+        dl.load_dataset(tiny.spec([server.url("a")]), data_dir=tmp_path, verbose=0, **FAST)
+    assert str(info.value).startswith(f"{folder / fx.NAMES[3]} is a folder, not the ")
+    assert "Remove or rename that folder" in str(info.value)
+    assert server.count() == 0

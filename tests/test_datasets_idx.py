@@ -144,3 +144,71 @@ def test_mismatched_pair_in_a_dataset_is_reported(tmp_path):
     tiny.write_files(tmp_path / "tiny")
     with pytest.raises(IDXFormatError, match="holds 6 images but .*holds 5 labels"):
         load_dataset(spec, data_dir=tmp_path, verbose=0)
+
+
+# ---- sizes that overflow, absurd dimensions, inflation bombs (issue 12) ------------------------
+def test_dimensions_whose_product_overflows_int64_are_a_format_error(tmp_path):
+    # 2^22 * 2^22 * 2^20 = 2^64: an int64 product wraps to 0 and a 16-byte file looked complete.
+    p = tmp_path / "overflow.idx"
+    p.write_bytes(header(0x08, (2**22, 2**22, 2**20)))
+    with pytest.raises(IDXFormatError, match=r"truncated: header says 4194304x4194304x1048576"):
+        read_idx(p)
+    with pytest.raises(IDXFormatError, match="truncated"):
+        parse_idx(header(0x0D, (2**32 - 1,) * 4))
+
+
+def test_more_dimensions_than_numpy_allows_is_a_format_error():
+    with pytest.raises(IDXFormatError, match="declares 255 dimensions"):
+        parse_idx(header(0x08, (1,) * 255))
+    with pytest.raises(IDXFormatError, match="declares 33 dimensions"):
+        parse_idx(header(0x08, (1,) * 33))
+    assert parse_idx(header(0x08, (1,) * 32) + b"\x07").shape == (1,) * 32
+
+
+def test_gzip_bomb_stops_at_the_size_the_header_announces(tmp_path):
+    # 10 labels announced, 200 MB of zeros after them: inflation stops one byte past 18 bytes.
+    p = tmp_path / "bomb.gz"
+    with gzip.open(p, "wb", compresslevel=9) as f:
+        f.write(header(0x08, (10,)) + bytes(10))
+        for _ in range(200):
+            f.write(bytes(1 << 20))
+    assert p.stat().st_size < 300_000
+    with pytest.raises(IDXFormatError, match="longer than the 18 bytes its IDX header announces"):
+        read_payload(p)
+    with pytest.raises(IDXFormatError, match="longer than the 18 bytes"):
+        read_idx(p)
+
+
+def test_read_idx_refuses_payloads_over_max_size(tmp_path):
+    p = tmp_path / "big.gz"
+    p.write_bytes(gzip.compress(header(0x08, (1000,)) + bytes(1000)))
+    assert read_idx(p, max_size=1008).shape == (1000,)
+    with pytest.raises(IDXFormatError, match="larger than the expected 1007 bytes"):
+        read_idx(p, max_size=1007)
+
+
+def test_a_folder_is_an_os_error_not_a_format_error(tmp_path):
+    with pytest.raises(IsADirectoryError):
+        read_idx(tmp_path)
+
+
+# Found by the property tests (tests/test_property_idx.py):
+def test_an_empty_shape_whose_other_dimensions_are_huge_is_a_format_error():
+    # 0 x 347 x ... x 49422: zero bytes of data, but NumPy refuses the shape.
+    with pytest.raises(IDXFormatError, match="too large for any array"):
+        parse_idx(header(0x08, (0, 347, 3487, 9120, 16912, 49422)))
+
+
+def test_reading_a_small_raw_file_allocates_little(tmp_path):
+    # f.read(max_size + 1) allocated max_size (2 GiB) up front for a 25-byte file.
+    import tracemalloc
+
+    p = tmp_path / "small.idx"
+    p.write_bytes(header(0x08, (3,)) + b"abc")
+    tracemalloc.start()
+    try:
+        assert read_idx(p).tolist() == [97, 98, 99]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4e6, peak

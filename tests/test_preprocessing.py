@@ -357,3 +357,117 @@ def test_nan_and_out_of_range():
         preprocess_digit(np.full((30, 30), 300, dtype=np.int64))
     with pytest.raises(ValueError, match="empty"):
         preprocess_digit(np.zeros((0, 5)))
+
+
+# --------------------------------------------------------------------------------------------
+# Bounded memory and time for any picture (issue 12)
+# --------------------------------------------------------------------------------------------
+from hardening_fixtures import png_claiming, png_header_only, traced_peak  # noqa: E402
+
+from minicnn.preprocessing import (  # noqa: E402
+    MAX_IMAGE_PIXELS,
+    WORK_SIDE,
+    ImageTooLargeError,
+    read_image,
+)
+
+
+@pytest.mark.parametrize("width, height", [(4097, 4096), (12000, 12000), (20000, 20000)])
+def test_pictures_over_the_pixel_cap_are_refused_before_decoding(tmp_path, width, height):
+    # Before: 12000 x 12000 took 26 s and 6.5 GB; 20000 x 20000 ended in Pillow's
+    # DecompressionBombError.
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_header_only(width, height))
+    for call in (load_image, preprocess_digit):
+        error, peak = traced_peak(lambda call=call: call(path))
+        assert isinstance(error, ImageTooLargeError), error
+        assert isinstance(error, ValueError)
+        pixels = f"{width * height:,}"
+        assert pixels in str(error) and f"{MAX_IMAGE_PIXELS:,} pixels" in str(error), error
+        assert peak < 5e6, peak
+    array = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (height, width), (0, 0))
+    with pytest.raises(ImageTooLargeError, match=rf"{width} x {height} pixels"):
+        preprocess_digit(array)  # arrays too: one cap for every entry point
+
+
+def test_a_picture_at_the_cap_is_shrunk_band_by_band(tmp_path, mnist_digits):
+    # A 4096 x 4096 RGBA canvas with a digit: the float pipeline runs on 1024 x 1024, and no
+    # full-size float copy exists (before: about 540 MB of float64 for the four channels).
+    side = 4096
+    ink = (enlarge(mnist_digits[0], 2400 / 28) * 255).astype(np.uint8)
+    rgba = np.zeros((side, side, 4), np.uint8)
+    rgba[800:3200, 900:3300, 3] = ink  # black ink on a transparent canvas
+    path = tmp_path / "big.png"
+    Image.fromarray(rgba).save(path)
+    small = tmp_path / "small.png"
+    Image.fromarray(rgba).resize((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX).save(small)
+    gray, peak = traced_peak(lambda: load_image(path))
+    assert gray.shape == (WORK_SIDE, WORK_SIDE) and gray.dtype == np.float32
+    assert peak < 60e6, peak
+    from_big, peak = traced_peak(lambda: preprocess_digit(path))
+    assert peak < 60e6, peak
+    from_small = preprocess_digit(small)
+    assert np.abs(from_big - from_small).max() < 0.05
+    assert_mnist_like(from_big)
+    assert best_shift_correlation(from_big, mnist_digits[0] / 255.0) > 0.85
+    # The same picture as an array takes the same path.
+    from_array, peak = traced_peak(lambda: preprocess_digit(rgba))
+    assert peak < 60e6, peak
+    assert np.abs(from_array - from_big).max() < 0.02
+
+
+def test_shrinking_is_an_exact_area_average():
+    from minicnn.preprocessing import _box_shrink
+
+    x = np.arange(7 * 5, dtype=np.float64).reshape(7, 5)
+    out = _box_shrink(x, 3)
+    assert out.shape == (3, 2)
+    assert out[0, 0] == x[:3, :3].mean() and out[2, 1] == x[6:, 3:].mean()
+    assert out[1, 1] == x[3:6, 3:5].mean()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_of_a_big_photo_is_applied(tmp_path, orientation):
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(orientation)
+    base = rng.integers(0, 256, (12, 8), dtype=np.uint8).repeat(200, 0).repeat(200, 1)
+    im = Image.fromarray(base)  # 2400 x 1600, blocks of 200 px: survives JPEG and shrinking
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / "photo.jpg"
+    im.save(path, quality=95, exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("L"),
+                          dtype=np.float64) / 255
+    got = load_image(path)
+    factor = 2400 // got.shape[0] if got.shape[0] > got.shape[1] else 2400 // got.shape[1]
+    assert max(got.shape) <= WORK_SIDE
+    from minicnn.preprocessing import _box_shrink
+    assert got.shape == _box_shrink(expected, factor).shape
+    assert np.abs(got - _box_shrink(expected, factor)).mean() < 0.02
+
+
+def test_folders_devices_and_foreign_formats_get_their_own_message(tmp_path):
+    # Before: a folder or /dev/zero was "no such file"; EPS went to Ghostscript.
+    with pytest.raises(ValueError, match="is a folder, not an image file"):
+        load_image(tmp_path)
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ValueError, match="is not a regular file"):
+            load_image("/dev/zero")
+    eps = tmp_path / "digit.png"  # the name says PNG; the content decides
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\nshowpage\n")
+    with pytest.raises(ValueError, match="its content is none of PNG, JPEG"):
+        load_image(eps)
+    import io
+    png = io.BytesIO()
+    Image.new("L", (4, 4)).save(png, format="BMP")
+    with pytest.raises(ValueError, match="none of PNG, JPEG"):
+        read_image(io.BytesIO(png.getvalue()), "server", ("PNG", "JPEG"))
+
+
+def test_a_blank_picture_at_the_cap_is_cheap(tmp_path):
+    path = tmp_path / "blank.png"
+    path.write_bytes(png_claiming(4096, 4096))
+    error, peak = traced_peak(lambda: preprocess_digit(path))
+    assert isinstance(error, ValueError) and "looks blank" in str(error)
+    assert peak < 60e6, peak

@@ -544,7 +544,8 @@ def _state_missing(arrays, header):
 CORRUPTIONS = [
     (_drop_weight, r"lacks the array 'layers/000_.*/kernel'"),
     (_reshape_weight, r"does not fit the model.*kernel must have shape \(50, 3\), got \(49, 3\)"),
-    (_nan_weight, r"does not fit the model.*bias contains NaN"),
+    (_nan_weight, r"does not fit the model: 'layers/.*/bias' contains NaN or inf values "
+                  r"\(1 of \d+\): the model's training diverged"),
     (_int_weight, r"stores 'layers/.*/bias' as int32; weights are floats"),
     (_unknown_layer, r"invalid architecture.*unknown layer class 'os.system'"),
     (_bad_layer_argument, r"invalid architecture.*filters must be an int >= 1, got str"),
@@ -608,3 +609,283 @@ def test_zip_with_unsupported_compression_is_rejected(saved):
     raw[entry + 10:entry + 12] = (99).to_bytes(2, "little")  # its compression method
     path.write_bytes(bytes(raw))
     expect_clear_error(path, "not a readable.*NotImplementedError")
+
+
+from hardening_fixtures import traced_peak  # noqa: E402
+
+# --------------------------------------------------------------------------------------------
+# Issue 12: memory bounded by the file, hostile members, non-finite weights, awkward names and
+# file systems that refuse the write
+# --------------------------------------------------------------------------------------------
+
+
+def _zero_member(zf, name, count):
+    """Add a deflated .npy member of `count` float32 zeros: it compresses about 1000:1."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (count,)})
+    with zf.open(name, "w", force_zip64=True) as member:
+        member.write(header.getvalue())
+        chunk = bytes(1 << 22)
+        for start in range(0, 4 * count, len(chunk)):
+            member.write(chunk[:min(len(chunk), 4 * count - start)])
+    assert zf.getinfo(name).compress_type == zipfile.ZIP_DEFLATED
+
+
+def test_inflation_bomb_member_is_refused_before_inflating(saved, tmp_path):
+    # Before: every member was inflated before the header was read (1.1 GB for a 1 MB file).
+    import zipfile
+
+    path, _, _ = saved
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+        _zero_member(dst, "layers/000_x/extra.npy", 64 << 20)  # 256 MB of zeros
+    assert bomb.stat().st_size < 2_000_000
+    error, peak = traced_peak(lambda: models.load_model(bomb))
+    assert isinstance(error, ValueError), error
+    assert re.search(r"claims 268,435,5\d\d bytes from [\d,]+ compressed bytes", str(error))
+    assert peak < 20e6, peak
+
+
+def test_header_declaring_a_huge_layer_is_refused_before_building(saved):
+    # Before: the architecture was built and initialised (2.3 GB for Dense(3,000,000)) before
+    # the weights' shapes were compared.
+    path, _, _ = saved
+    rewrite(path, lambda arrays, header: header["config"]["layers"][2]["config"].update(
+        units=3_000_000))
+    error, peak = traced_peak(lambda: models.load_model(path))
+    assert isinstance(error, ValueError), error
+    assert re.search(r"does not fit the model: Dense '.*': kernel must have shape "
+                     r"\(50, 3000000\), got \(50, 3\)", str(error)), error
+    assert peak < 20e6, peak
+
+
+def test_a_member_that_is_not_npy_is_a_clear_error(saved, tmp_path):
+    # Before: np.load returned raw bytes and load_model ended in an AttributeError.
+    import zipfile
+
+    path, _, _ = saved
+    other = tmp_path / "other.npz"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(other, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            name = info.filename
+            if name.startswith("layers/000") and name.endswith("kernel.npy"):
+                name, data = name[:-4], b"not an array"
+            dst.writestr(name, data)
+    expect_clear_error(other, r"holds a member 'layers/000_.*/kernel' that is not a NumPy "
+                              r"array \(.npy\)")
+    # An .npy name over bytes that are not an .npy array
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(other, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.startswith("layers/000") and info.filename.endswith("bias.npy"):
+                data = b"\x93NUMPY garbage"
+            dst.writestr(info.filename, data)
+    expect_clear_error(other, r"member 'layers/000_.*/bias.npy' is not a readable .npy array")
+
+
+def test_header_too_large_and_too_many_layers_are_refused(saved):
+    path, _, _ = saved
+    rewrite(path, lambda arrays, header: header["config"].update(
+        layers=[{"class_name": "Flatten", "config": {}}] * 20_000))
+    error, peak = traced_peak(lambda: models.load_model(path))
+    assert re.search(r"invalid architecture.*20,000 layers, more than the 10,000", str(error))
+    assert peak < 20e6, peak
+
+
+def test_save_refuses_non_finite_weights_unless_asked(tmp_path, rng):
+    # Before: a model whose training blew up saved without a word.
+    model, x, _ = arch_float64_plain_sgd(rng)
+    model.layers[-1].params["kernel"][0, 0] = np.nan
+    target = tmp_path / "m.npz"
+    with pytest.raises(ValueError, match=r"save: Dense '.*' kernel holds 1 NaN or inf value "
+                                         r"\(of \d+\): the model's training diverged.*"
+                                         "allow_non_finite=True"):
+        model.save(target)
+    assert not target.exists() and os.listdir(tmp_path) == []
+    with pytest.raises(ValueError, match="save_weights: Dense"):
+        model.save_weights(target)
+    model.save(target, allow_non_finite=True)
+    expect_clear_error(target, r"'layers/003_.*/kernel' contains NaN or inf values \(1 of \d+\)"
+                               ": the model's training diverged")
+    with np.load(target) as arrays:  # the promised way to inspect it
+        assert np.isnan(arrays[next(k for k in arrays.files if "003" in k and "kernel" in k)]
+                        ).sum() == 1
+
+
+def test_huge_but_finite_weights_save_and_load(tmp_path, rng):
+    # Finite weights are the model's own business; outputs that overflow are reported by
+    # predict's callers (see test_cli and test_server).
+    model, x, _ = arch_float64_plain_sgd(rng)
+    model.set_weights([np.full_like(w, 1e30) for w in model.get_weights()])
+    model.save(tmp_path / "m.npz")
+    assert_same_weights(models.load_model(tmp_path / "m.npz"), model)
+
+
+def test_255_character_file_name_saves(tmp_path, rng):
+    # Before: the temporary name ('.<name>.<random>.tmp') was over the 255-byte limit.
+    model, x, _ = arch_float64_plain_sgd(rng)
+    for name in ("m" * 251 + ".npz", "ü" * 125 + ".npz"):  # 255 bytes, ASCII and UTF-8
+        assert len(os.fsencode(name)) <= 255
+        model.save(tmp_path / name)
+        np.testing.assert_array_equal(models.load_model(tmp_path / name).predict(x),
+                                      model.predict(x))
+    with pytest.raises(OSError, match=r"save: cannot write .*: the file name is too long"):
+        model.save(tmp_path / ("m" * 300 + ".npz"))
+    assert len(os.listdir(tmp_path)) == 2
+
+
+@pytest.mark.parametrize("errno_name, words", [
+    ("EROFS", "the file system is read-only; choose a folder on a writable disk"),
+    ("ENOSPC", "the disk is full; free some space or choose another disk"),
+    ("EACCES", "permission denied; choose a folder you can write to"),
+])
+@pytest.mark.parametrize("stage", ["create", "fsync"])
+def test_file_system_refusals_name_the_file_not_the_temporary(tmp_path, rng, monkeypatch,
+                                                               errno_name, words, stage):
+    import errno
+
+    from minicnn.saving import FileWriteError
+
+    model, _, _ = arch_float64_plain_sgd(rng)
+    target = tmp_path / "m.npz"
+    code = getattr(errno, errno_name)
+    real_open, real_fsync = os.open, os.fsync
+
+    def refusing_open(name, *args, **kwargs):
+        if stage == "create" and str(tmp_path) in os.fspath(name):
+            raise OSError(code, os.strerror(code), os.fspath(name))
+        return real_open(name, *args, **kwargs)
+
+    def refusing_fsync(fd):
+        if stage == "fsync":
+            raise OSError(code, os.strerror(code))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    monkeypatch.setattr(os, "fsync", refusing_fsync)
+    with pytest.raises(FileWriteError) as info:
+        model.save(target)
+    assert str(info.value) == f"save: cannot write {target}: {words}."
+    assert info.value.errno == code and ".tmp" not in str(info.value)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []
+
+
+def test_temporaries_of_a_killed_save_are_removed_by_the_next_save(tmp_path, rng):
+    # Before: kill -9 during a save left '.m.npz.xxxx.tmp' for ever.
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "m.npz"
+    script = (
+        "import os, signal, sys\n"
+        "import numpy as np\n"
+        "from minicnn import layers, models\n"
+        "m = models.Sequential([layers.Dense(3, input_shape=(4,))])\n"
+        "def killed(f, **arrays):\n"
+        "    f.write(b'half a model'); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n"
+        "np.savez = killed\n"
+        "m.save(sys.argv[1])\n")
+    result = subprocess.run([sys.executable, "-c", script, str(target)], timeout=120)
+    assert result.returncode == -signal.SIGKILL
+    leftovers = [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".m.npz.")
+    # A temporary of a live process saving the same name at this moment stays.
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = tmp_path / f".m.npz.{sleeper.pid}.0123abcd.tmp"
+        live.write_bytes(b"being written")
+        model, _, _ = arch_float64_plain_sgd(rng)
+        model.save(target)
+        assert sorted(os.listdir(tmp_path)) == sorted(["m.npz", live.name])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    model.save(target)
+    assert os.listdir(tmp_path) == ["m.npz"]
+
+
+def test_a_slash_in_a_layer_name_is_refused_when_the_layer_is_made():
+    with pytest.raises(ValueError, match="contains '/', which weight paths use"):
+        layers.Dense(2, name="a/b")
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "x" * 70_000, "..\\..\\etc passwd", "ünï code é"],
+                         ids=["nul", "70k", "path", "unicode"])
+def test_any_layer_name_round_trips(tmp_path, name):
+    # Before: a NUL made a file load_model refused; 70,000 characters ended in struct.error.
+    model = models.Sequential([layers.Dense(2, input_shape=(3,), name=name),
+                               layers.Dense(2, name=name + "2")])
+    model.save(tmp_path / "m.npz")
+    loaded = models.load_model(tmp_path / "m.npz")
+    assert [layer.name for layer in loaded.layers] == [name, name + "2"]
+    assert_same_weights(loaded, model)
+    assert os.listdir(tmp_path) == ["m.npz"]
+
+
+def test_weight_shapes_match_what_build_creates():
+    """layer.weight_shapes(input_shape) is what load_model checks files against without
+    building: it must equal the shapes build() gives params, for every layer kind."""
+    cases = [
+        (layers.Conv2D(4, (3, 2), strides=2, padding="same"), (9, 7, 3)),
+        (layers.Conv2D(2, 3, use_bias=False), (5, 5, 1)),
+        (layers.Dense(5), (7,)), (layers.Dense(1, use_bias=False), (3,)),
+        (layers.Dense(3), (4, 4)),  # on the last axis, as Keras
+        (layers.MaxPooling2D(2), (4, 4, 2)), (layers.Flatten(), (2, 3)),
+        (layers.ReLU(), (3,)), (layers.Softmax(), (4,)), (layers.Activation("tanh"), (2, 2)),
+    ]
+    for layer, shape in cases:
+        shapes = layer.weight_shapes((None, *shape))
+        layer.build((None, *shape))
+        assert shapes == {k: v.shape for k, v in layer.params.items()}, layer
+        assert list(shapes) == list(layer.params)
+    with pytest.raises(ValueError, match="kernel_size .* is bigger than the input"):
+        layers.Conv2D(3, 5).weight_shapes((None, 3, 3, 1))
+
+
+def test_a_zip_member_with_an_empty_name_is_a_clear_error(saved):
+    # Found by the property tests: zipfile's ZipInfo.is_dir() raised IndexError on it.
+    path, _, _ = saved
+    raw = bytearray(path.read_bytes())
+    entry = raw.index(b"PK\x01\x02")  # first central-directory entry: make its name length 0
+    name_length = int.from_bytes(raw[entry + 28:entry + 30], "little")
+    raw[entry + 28:entry + 30] = bytes(2)
+    del raw[entry + 46:entry + 46 + name_length]
+    end = raw.rindex(b"PK\x05\x06")
+    size = int.from_bytes(raw[end + 12:end + 16], "little") - name_length
+    raw[end + 12:end + 16] = size.to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    expect_clear_error(path, "not a NumPy array|not a readable")
+
+
+def test_an_absurd_optimizer_slot_count_fails_at_once(saved):
+    # Found by the property tests: a slot count of 2^63 made load_model loop for ever.
+    path, _, _ = saved
+
+    def change(arrays, header):
+        first = next(iter(header["optimizer_state"]["slots"]))
+        header["optimizer_state"]["slots"][first] = 2**63
+
+    rewrite(path, change)
+    expect_clear_error(path, r"lacks the array 'optimizer/.*/2'")
+
+
+def test_a_first_layer_input_shape_that_disagrees_with_the_build_shape_is_refused(saved):
+    # Found by the property tests: the weights were checked for build_input_shape, but
+    # Sequential.from_config builds from the first layer's input_shape (here a Dense kernel
+    # of 464 GB).
+    path, _, _ = saved
+    rewrite(path, lambda arrays, header: header["config"]["layers"][0]["config"].update(
+        input_shape=[10**6, 10**6, 1]))
+    error, peak = traced_peak(lambda: models.load_model(path))
+    assert isinstance(error, ValueError) and str(path) in str(error)
+    assert "differs from the model's build_input_shape" in str(error), error
+    assert peak < 20e6, peak

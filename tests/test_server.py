@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -287,7 +288,7 @@ def _raw_exchange(server, data: bytes) -> bytes:
 
 
 def test_a_body_over_the_limit_gets_413_before_it_is_read(server, test_digits):
-    answer = _raw_exchange(server, b"POST /api/predict HTTP/1.1\r\nHost: x\r\n"
+    answer = _raw_exchange(server, b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                    b"Content-Type: application/json\r\n"
                                    b"Content-Length: 100000000\r\n\r\n{\"pixels\": [")
     head, _, body = answer.partition(b"\r\n\r\n")
@@ -307,17 +308,17 @@ def test_a_sent_body_over_a_small_limit_gets_413(model, test_digits):
 
 
 @pytest.mark.parametrize("raw, status, message", [
-    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\n\r\n", 411, b"Content-Length header"),
-    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400,
+    (b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 411, b"Content-Length header"),
+    (b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n", 400,
      b"bad Content-Length"),
-    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n", 400,
+    (b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ten\r\n\r\n", 400,
      b"bad Content-Length"),
-    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-     411, b"chunked"),
-    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"pixels\"", 400,
+    (b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n\r\n", 411, b"chunked"),
+    (b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 50\r\n\r\n{\"pixels\"", 400,
      b"ended after 9 of 50 bytes"),
-    (b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400, b"Bad request syntax"),
-    (b"BREW /coffee HTTP/1.1\r\nHost: x\r\n\r\n", 501, b"Unsupported method"),
+    (b"GET /a b HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400, b"Bad request syntax"),
+    (b"BREW /coffee HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 501, b"Unsupported method"),
 ])
 def test_broken_http_gets_a_json_error(server, test_digits, raw, status, message):
     if b"ended after" in message:
@@ -466,3 +467,263 @@ def test_command_line_prints_the_address_serves_and_stops_on_ctrl_c(model_path, 
     assert "stopped" in out
     # --quiet was not given: requests are logged to stderr, one line each.
     assert re.search(r'"POST /api/predict HTTP/1.1" 200', err), err
+
+
+# ---- issue 12: bounded memory and time, strict HTTP, no NaN in JSON --------------------------
+from hardening_fixtures import png_claiming, traced_peak  # noqa: E402
+
+from minicnn.server import (  # noqa: E402
+    NON_FINITE_OUTPUT,
+    RequestError,
+    _host_name,
+    _is_loopback,
+    handle_predict,
+)
+
+
+def strict_json(data):
+    """Parse bytes as JSON, failing on NaN/Infinity tokens (JSON.parse would)."""
+    import json
+
+    def refuse(token):
+        raise AssertionError(f"not JSON: {token}")
+
+    return json.loads(data, parse_constant=refuse)
+
+
+def raw_answer(server, data, shutdown=False, timeout=20):
+    """Send raw bytes -> (status line, parsed JSON body or raw bytes)."""
+    with socket.create_connection(server.server_address[:2], timeout=timeout) as sock:
+        sock.sendall(data)
+        if shutdown:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n")[0].decode()
+    return status, (strict_json(body) if b"application/json" in head else body), head
+
+
+def test_a_model_whose_outputs_overflow_answers_an_error_not_nan(model, test_digits):
+    # Before: 200 with "prediction": 0 and NaN tokens, which JSON.parse refuses.
+    x_test, _ = test_digits
+    broken = _huge_copy(model)
+    with running_server(broken) as srv:
+        for body in ({"pixels": x_test[0].ravel().tolist()},
+                     {"pixels": x_test[0].ravel().tolist(), "feature_maps": True}):
+            status, answer, _ = request(srv, "POST", "/api/predict", body)
+            assert status == 500 and answer["error"] == NON_FINITE_OUTPUT
+        status, raw, _ = raw_answer(srv, _post(json_bytes({"pixels": x_test[0].ravel().tolist()}),
+                                               close=True))
+        assert status.startswith("HTTP/1.1 500") and "error" in raw  # parsed strictly
+
+
+def _huge_copy(model):
+    from minicnn import models as models_module
+
+    twin = models_module.Sequential.from_config(model.get_config())
+    twin.build(tuple(model.input_shape)[-3:])
+    twin.set_weights([np.full_like(w, 1e30) for w in model.get_weights()])
+    return twin
+
+
+def json_bytes(obj):
+    import json
+    return json.dumps(obj).encode()
+
+
+def _post(body: bytes, headers: bytes = b"", close: bool = False, length=None) -> bytes:
+    length = str(len(body)).encode() if length is None else length
+    return (b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + headers + b"Content-Length: " + length + b"\r\n"
+            + (b"Connection: close\r\n" if close else b"") + b"\r\n" + body)
+
+
+@pytest.mark.parametrize("body, words", [
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"pixels": [' + b"9" * 5000 + b"]}", "not valid JSON"),
+    (b'{"pixels": [' + b"9" * 400 + b"]}", "list of 784 numbers"),
+    (b'{"pixels": [' + b"9" * 400 + b"".join([b", 0"] * 783) + b"]}", "must be in 0..1"),
+    (b'{"pixels": [1e400' + b"".join([b", 0"] * 783) + b"]}", "must be in 0..1"),
+    (b'{"pixels": [-1e400' + b"".join([b", 0"] * 783) + b"]}", "must be in 0..1"),
+    (b'{"image": "data:image/png;base64,' + __import__("base64").b64encode(
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\nshowpage\n") + b'"}',
+     "its content is none of PNG, JPEG"),
+], ids=["nested-100k", "5000-digit-int", "400-digit-int-short", "400-digit-int", "1e400",
+        "-1e400", "eps"])
+def test_absurd_json_is_a_client_error(server, test_digits, body, words):
+    # Before: 500 for deep nesting and huge integers; EPS went to Ghostscript.
+    status, answer, _ = request(server, "POST", "/api/predict", body)
+    assert status == 400 and words in answer["error"], answer
+    x_test, y_test = test_digits
+    assert_still_serving(server, x_test[0], y_test[0])
+
+
+@pytest.mark.parametrize("headers, length, words", [
+    (b"", b"1_0", "bad Content-Length '1_0'"),
+    (b"", b"+10", "bad Content-Length"),
+    (b"", b"0x10", "bad Content-Length"),
+    (b"Content-Length: 10\r\n", b"10", "2 Content-Length headers"),
+    (b"Content-Length: 5\r\n", b"10", "2 Content-Length headers"),
+    (b"Transfer-Encoding: gzip\r\n", b"10", "chunked bodies are not supported"),
+], ids=["underscore", "plus", "hex", "two-same", "two-different", "other-encoding"])
+def test_content_length_is_strict(server, headers, length, words):
+    # Before: int() took '1_0' as 10, and the first of two conflicting headers won.
+    status, answer, _ = raw_answer(server, _post(b'{"pixels": 0}', headers, length=length))
+    assert status.split()[1] in ("400", "411") and words in answer["error"], (status, answer)
+
+
+def test_a_request_that_stops_arriving_gets_408(model, test_digits):
+    # Before: 500 after 30 s for a body; a client sending a byte every few seconds held its
+    # thread for ever.
+    with running_server(model, request_timeout=0.6) as srv:
+        began = time.monotonic()
+        status, answer, _ = raw_answer(srv, _post(b'{"pix', length=b"100"))
+        assert status.startswith("HTTP/1.1 408") and "did not arrive within 0.6 s" in answer[
+            "error"]
+        assert time.monotonic() - began < 15
+        with socket.create_connection(srv.server_address[:2], timeout=20) as sock:
+            began = time.monotonic()
+            stop = threading.Event()
+
+            def drip():  # a header, one byte every 50 ms: no single read ever times out
+                try:
+                    for byte in b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n" * 10:
+                        if stop.wait(0.05):
+                            return
+                        sock.sendall(bytes([byte]))
+                except OSError:
+                    pass  # cut off, as it should be
+
+            dripper = threading.Thread(target=drip)
+            dripper.start()
+            answer = b"".join(iter(lambda: sock.recv(65536), b""))
+            stop.set()
+            dripper.join(timeout=20)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+            assert time.monotonic() - began < 15
+        x_test, y_test = test_digits
+        assert_still_serving(srv, x_test[0], y_test[0])
+
+
+def test_clients_that_leave_early_leave_no_traceback(server, test_digits, capfd):
+    # Before: each vanished client printed a 30-line BrokenPipe traceback.
+    import json
+    import struct
+
+    x_test, y_test = test_digits
+    body = json.dumps({"pixels": x_test[0].ravel().tolist(), "feature_maps": True}).encode()
+    for _ in range(5):
+        sock = socket.create_connection(server.server_address[:2])
+        sock.sendall(_post(body))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # reset: the answer meets a closed socket
+    time.sleep(0.5)
+    assert_still_serving(server, x_test[0], y_test[0])
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Reset" not in err, err
+
+
+@pytest.mark.parametrize("host, status", [
+    (b"127.0.0.1:8000", 200), (b"localhost:8000", 200), (b"[::1]:8000", 200),
+    (b"app.localhost", 200), (b"evil.example:8000", 403), (b"192.168.1.10:8000", 403),
+    (b"127.0.0.1.evil.example", 403),
+])
+def test_bound_to_loopback_only_this_computer_s_names_are_answered(server, host, status):
+    # Before: any Host was answered, so a page whose name resolves to 127.0.0.1 (DNS
+    # rebinding) could read the API.
+    got, answer, _ = raw_answer(server, b"GET /api/health HTTP/1.1\r\nHost: " + host
+                                + b"\r\nConnection: close\r\n\r\n")
+    assert got.split()[1] == str(status).encode().decode(), (got, answer)
+    if status == 403:
+        assert "answers only requests for this computer" in answer["error"]
+
+
+def test_host_helpers():
+    assert _host_name("a.b:80") == "a.b" and _host_name("[::1]:80") == "::1"
+    assert _host_name("::1") == "::1" and _host_name("x") == "x"
+    assert _is_loopback("127.0.0.1") and _is_loopback("127.8.9.10") and _is_loopback("::1")
+    assert _is_loopback("localhost") and _is_loopback("LOCALHOST")
+    assert not _is_loopback("0.0.0.0") and not _is_loopback("10.0.0.1")
+    assert not _is_loopback("localhost.example")
+
+
+def test_connections_beyond_the_cap_get_503_at_once(model, test_digits):
+    x_test, y_test = test_digits
+    with running_server(model, max_connections=2) as srv:
+        idle = [socket.create_connection(srv.server_address[:2], timeout=10) for _ in range(2)]
+        try:
+            time.sleep(0.3)  # both accepted, each holding a thread while it waits
+            status, answer, head = raw_answer(srv, b"GET /api/health HTTP/1.1\r\n"
+                                                   b"Host: 127.0.0.1\r\n\r\n")
+            assert status.startswith("HTTP/1.1 503") and b"Retry-After: 1" in head
+            assert "too many connections" in answer["error"]
+        finally:
+            for sock in idle:
+                sock.close()
+        time.sleep(0.3)
+        assert_still_serving(srv, x_test[0], y_test[0])
+
+
+def test_predictions_beyond_the_worker_cap_get_503_with_retry_after(model, test_digits):
+    x_test, _ = test_digits
+    predictor = DigitPredictor(model)
+    original = predictor.predict
+
+    def slow(*args, **kwargs):
+        time.sleep(1.0)
+        return original(*args, **kwargs)
+
+    predictor.predict = slow
+    results = []
+    with running_server(predictor, max_workers=1, queue_timeout=0.2) as srv:
+        def client():
+            results.append(request(srv, "POST", "/api/predict",
+                                   {"pixels": x_test[0].ravel().tolist()}))
+
+        threads = [threading.Thread(target=client) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses == [200, 503], statuses
+    _, answer, headers = next(r for r in results if r[0] == 503)
+    assert headers["Retry-After"] == "1" and "busy" in answer["error"]
+
+
+def test_an_image_at_the_pixel_cap_costs_little_memory(model):
+    # Before: a 23 KB 2048 x 2048 RGBA PNG cost about 200 MB of float64; now 4096 x 4096 is
+    # decoded, turned to gray band by band and shrunk.
+    import json
+
+    predictor = DigitPredictor(model)
+    rgba = np.zeros((4096, 4096, 4), np.uint8)
+    rgba[1000:3000, 1900:2200, 3] = 255  # a black '1' on a transparent canvas
+    body = json.dumps({"image": png_data_url(rgba)}).encode()
+    answer, peak = traced_peak(lambda: handle_predict(predictor, body))
+    assert isinstance(answer, dict) and answer["blank"] is False, answer
+    assert peak < 80e6, peak
+    blank = json.dumps({"image": "data:image/png;base64," + base64.b64encode(
+        png_claiming(4096, 4096, color_type=6)).decode()}).encode()
+    answer, peak = traced_peak(lambda: handle_predict(predictor, blank))
+    assert answer["blank"] is True and peak < 80e6, peak
+    over = json.dumps({"image": "data:image/png;base64," + base64.b64encode(
+        png_claiming(4097, 4096)).decode()}).encode()
+    with pytest.raises(RequestError) as info:
+        handle_predict(predictor, over)
+    assert info.value.status == 413 and "4097 x 4096 pixels" in info.value.message
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--port", "70000"], "expected a port number 0..65535"),
+    (["--port", "-1"], "expected a port number 0..65535"),
+    (["--host", ""], "an empty address would listen on every network interface"),
+])
+def test_bad_port_or_host_is_one_line(model_path, args, words):
+    # Before: --port 70000 ended in an OverflowError traceback; --host '' bound every
+    # interface with a garbled warning.
+    result = subprocess.run([sys.executable, "-m", "minicnn", "serve", "--model",
+                             str(model_path), *args], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert words in result.stderr

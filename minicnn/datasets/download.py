@@ -63,6 +63,12 @@ READ_TIMEOUT = 30.0  # seconds without receiving a byte before a transfer counts
 ATTEMPTS_PER_URL = 2  # tries per mirror URL for transient failures (timeouts, 5xx, cut-offs)
 BACKOFF = 1.0  # seconds before the 2nd try of a URL, doubled for each further try
 LOCK_TIMEOUT = 900.0  # seconds to wait for another process that is downloading the same set
+# A mirror dripping a few bytes a second never trips READ_TIMEOUT; these bound each file.
+DEADLINE = 900.0  # seconds for one file from one URL, whatever the rate
+MIN_RATE = 4096.0  # bytes per second on average, checked once MIN_RATE_GRACE seconds have passed
+MIN_RATE_GRACE = 15.0
+DEADLINE_ENV = "MINICNN_DOWNLOAD_DEADLINE"
+MIN_RATE_ENV = "MINICNN_DOWNLOAD_MIN_RATE"
 MAX_REDIRECTS = 5
 _CHUNK = 1 << 16
 _LOCK_NAME = ".lock"
@@ -484,6 +490,35 @@ class _Options:
     attempts: int
     backoff: float
     show_progress: bool
+    deadline: float = DEADLINE
+    min_rate: float = MIN_RATE
+
+
+def _env_seconds(name: str, default: float) -> float:
+    """A non-negative number from the environment variable `name`, else `default`."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"${name} must be a number >= 0, got {text!r}")
+    return value
+
+
+def _check_pace(started: float, received: int, opt: _Options) -> None:
+    """Raise _MirrorFailure when this transfer passed its deadline or runs below the minimum
+    rate (after the grace period); 0 turns either check off."""
+    elapsed = time.monotonic() - started
+    if opt.deadline and elapsed > opt.deadline:
+        raise _MirrorFailure(f"too slow: not finished within the {opt.deadline:g} s deadline "
+                             f"(${DEADLINE_ENV}) after {received} bytes", transient=False)
+    if opt.min_rate and elapsed > MIN_RATE_GRACE and received < opt.min_rate * elapsed:
+        raise _MirrorFailure(
+            f"too slow: {received} bytes in {elapsed:.0f} s ({received / elapsed:.0f} bytes/s, "
+            f"below the minimum of {opt.min_rate:g} bytes/s, ${MIN_RATE_ENV})", transient=False)
 
 
 def _stderr_is_tty() -> bool:
@@ -501,6 +536,7 @@ def _fetch(session, url: str, out, f: DatasetFile, opt: _Options) -> int:
     import requests
     import urllib3
 
+    started = time.monotonic()
     try:
         resp = session.get(url, stream=True, timeout=(opt.connect_timeout, opt.read_timeout))
     except _InsecureRedirect as e:
@@ -562,6 +598,7 @@ def _fetch(session, url: str, out, f: DatasetFile, opt: _Options) -> int:
                                          transient=True) from None
                 if not chunk:
                     break
+                _check_pace(started, received + len(chunk), opt)
                 if len(head) < 64:
                     head += chunk[: 64 - len(head)]
                     _sniff(head, final=False)
@@ -753,6 +790,8 @@ def load_dataset(
     attempts: int | None = None,
     backoff: float | None = None,
     lock_timeout: float | None = None,
+    deadline: float | None = None,
+    min_rate: float | None = None,
 ):
     """Load an IDX data set as ``(x_train, y_train), (x_test, y_test)``, downloading if needed.
 
@@ -764,7 +803,10 @@ def load_dataset(
 
     verbose: 0 silent; >= 1 shows a progress bar per downloaded file when stderr is a
     terminal. connect_timeout / read_timeout (s), attempts (per URL), backoff (s) and
-    lock_timeout (s) default to the module constants.
+    lock_timeout (s) default to the module constants. deadline (s per file and URL, default
+    $MINICNN_DOWNLOAD_DEADLINE or DEADLINE = 900) and min_rate (bytes/s on average once
+    MIN_RATE_GRACE = 15 s have passed, default $MINICNN_DOWNLOAD_MIN_RATE or MIN_RATE = 4096)
+    give up on a mirror that drips, and the next one is tried; 0 turns either off.
     Returns uint8 arrays: x ``(N, rows, cols)``, y ``(N,)``; e.g. MNIST N = 60000 / 10000.
     Raises DatasetDownloadError (an OSError) when every mirror fails, CacheDirectoryError
     when a download is needed but the directory is not writable, DatasetLockTimeoutError
@@ -782,7 +824,14 @@ def load_dataset(
         attempts=ATTEMPTS_PER_URL if attempts is None else attempts,
         backoff=BACKOFF if backoff is None else backoff,
         show_progress=verbose >= 1 and _stderr_is_tty(),
+        deadline=_env_seconds(DEADLINE_ENV, DEADLINE) if deadline is None else deadline,
+        min_rate=_env_seconds(MIN_RATE_ENV, MIN_RATE) if min_rate is None else min_rate,
     )
+    for option in ("deadline", "min_rate"):
+        value = getattr(opt, option)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"load_dataset: {option} must be a number >= 0 (0: no limit), got "
+                             f"{value!r}")
     if opt.attempts < 1:
         raise ValueError(f"load_dataset: attempts must be >= 1, got {opt.attempts}")
     directory = get_data_dir(data_dir) / spec.subdir
@@ -797,6 +846,11 @@ def load_dataset(
             arrays[f.name] = _load_verified(path, f)
         except FileNotFoundError:
             problems[f.name] = "missing"
+        except IsADirectoryError:
+            raise DatasetDownloadError(
+                f"{path} is a folder, not the {spec.name} file {f.name}. Remove or rename that "
+                "folder; the file is then downloaded there (or put the .gz file there by "
+                "hand).", directory=directory) from None
         except (IDXFormatError, _ChecksumError) as e:
             problems[f.name] = str(e)
         except OSError as e:

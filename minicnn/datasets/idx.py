@@ -12,6 +12,7 @@ so a truncated or malformed file never surfaces as a NumPy reshape error.
 
 from __future__ import annotations
 
+import math
 import os
 import zlib
 
@@ -42,6 +43,13 @@ _IDX_DTYPES = {
 }
 _KINDS = {"images": IMAGES_MAGIC, "labels": LABELS_MAGIC}
 _READ_CHUNK = 1 << 20
+_INFLATE_STEP = 8 << 20
+_MAX_HEADER = 4 + 4 * 255  # magic + 255 dimensions
+# NumPy 1 arrays have at most 32 axes (NumPy 2: 64); real IDX files have 1 to 4.
+MAX_DIMENSIONS = 32
+# read_idx refuses payloads larger than this unless given another max_size: MNIST's training
+# images are 47 MB, EMNIST's largest file about 0.6 GB; a hostile gzip stream stops here.
+MAX_PAYLOAD_BYTES = 2 << 30
 
 
 class IDXFormatError(ValueError):
@@ -61,7 +69,16 @@ def read_payload(path: str | os.PathLike, max_size: int | None = None) -> bytear
         head = f.read(2)
         f.seek(0)
         if head != _GZIP_MAGIC:
-            data = bytearray(f.read() if max_size is None else f.read(max_size + 1))
+            # In chunks: f.read(max_size + 1) would allocate max_size bytes up front, 2 GiB
+            # for a 20-byte file.
+            data = bytearray()
+            while max_size is None or len(data) <= max_size:
+                want = _READ_CHUNK if max_size is None else min(_READ_CHUNK,
+                                                                 max_size + 1 - len(data))
+                chunk = f.read(want)
+                if not chunk:
+                    break
+                data += chunk
             if max_size is not None and len(data) > max_size:
                 raise IDXFormatError(
                     f"{os.fspath(path)}: file is larger than the expected {max_size} bytes"
@@ -98,7 +115,16 @@ def _gunzip(f, name: str, max_size: int | None) -> bytearray:
                 )
             d = zlib.decompressobj(16 + zlib.MAX_WBITS)
             between = False
-        limit = 0 if max_size is None else max(max_size + 1 - len(out), 1)
+        # Inflate at most _INFLATE_STEP bytes per call (one compressed MiB can inflate to a
+        # GiB), and never more than one byte past the smaller of max_size and the size the
+        # IDX header announces, so a hostile stream stops as soon as it overflows.
+        cap = max_size
+        declared = _declared_size(out)
+        if declared is not None:
+            cap = declared if cap is None else min(cap, declared)
+        limit = _INFLATE_STEP if cap is None else max(min(cap + 1 - len(out), _INFLATE_STEP), 1)
+        if declared is None and len(out) < _MAX_HEADER:
+            limit = _MAX_HEADER - len(out)  # first the header, to learn the size it announces
         try:
             out += d.decompress(pending, limit)
         except zlib.error as e:
@@ -106,6 +132,13 @@ def _gunzip(f, name: str, max_size: int | None) -> bytearray:
         if max_size is not None and len(out) > max_size:
             raise IDXFormatError(
                 f"{name}: decompressed data is larger than the expected {max_size} bytes"
+            )
+        declared = _declared_size(out)
+        if declared is not None and len(out) > declared:
+            # More data than the header announces: the file is broken, whatever follows.
+            raise IDXFormatError(
+                f"{name}: decompressed data is longer than the {declared} bytes its IDX "
+                "header announces"
             )
         if d.eof:
             members += 1
@@ -119,6 +152,17 @@ def _gunzip(f, name: str, max_size: int | None) -> bytearray:
             f"{len(out)} bytes decompressed); delete the file and download it again"
         )
     return out
+
+
+def _declared_size(data: bytes | bytearray) -> int | None:
+    """Total payload size an IDX header announces, once enough of it is known, else None."""
+    if len(data) < 4 or data[0] or data[1]:
+        return None
+    dtype, ndim = _IDX_DTYPES.get(data[2]), data[3]
+    if dtype is None or ndim > MAX_DIMENSIONS or len(data) < 4 + 4 * ndim:
+        return None
+    dims = (int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return 4 + 4 * ndim + math.prod(dims) * dtype.itemsize
 
 
 def _describe_magic(magic: int) -> str:
@@ -166,6 +210,11 @@ def parse_idx(
             f"{source}: unknown IDX data type byte 0x{code:02x} in magic number {magic}; "
             f"valid type bytes are {', '.join(f'0x{c:02x}' for c in _IDX_DTYPES)}"
         )
+    if ndim > MAX_DIMENSIONS:
+        raise IDXFormatError(
+            f"{source}: the magic number {magic} declares {ndim} dimensions; IDX files have "
+            f"1 to 4 (at most {MAX_DIMENSIONS} are read)"
+        )
     header = 4 + 4 * ndim
     if n < header:
         raise IDXFormatError(
@@ -173,7 +222,9 @@ def parse_idx(
             f"file has {n} bytes"
         )
     shape = tuple(int.from_bytes(payload[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python ints: NumPy's int64 product wraps (2^22 * 2^22 * 2^20 -> 0) and would let a
+    # 16-byte file pass the length check.
+    expected = math.prod(shape) * dtype.itemsize
     actual = n - header
     if actual != expected:
         dims = "x".join(map(str, shape)) or "scalar"
@@ -182,6 +233,12 @@ def parse_idx(
             f"{source}: {what}: header says {dims} {dtype.newbyteorder('=').name} = "
             f"{expected} data bytes, file has {actual} data bytes after the {header}-byte header"
         )
+    if math.prod(d for d in shape if d) * dtype.itemsize >= 2**63:
+        # NumPy refuses such a shape even when a zero makes it empty.
+        raise IDXFormatError(
+            f"{source}: the header's dimensions {'x'.join(map(str, shape))} are too large for "
+            "any array"
+        )
     arr = np.frombuffer(payload, dtype=dtype, count=expected // dtype.itemsize, offset=header)
     arr = arr.reshape(shape)
     if dtype.itemsize > 1:
@@ -189,15 +246,19 @@ def parse_idx(
     return arr
 
 
-def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
+def read_idx(path: str | os.PathLike, kind: str | None = None,
+             max_size: int | None = MAX_PAYLOAD_BYTES) -> np.ndarray:
     """Read an IDX file, gzip-compressed or raw, into a NumPy array.
 
     path: e.g. ``train-images-idx3-ubyte.gz``. kind: ``'images'``, ``'labels'`` or None
-    (see :func:`parse_idx`). Returns the array in its stored shape, e.g. MNIST training
-    images ``(60000, 28, 28) uint8``. Raises IDXFormatError naming the file and the problem
-    for a bad magic number, unknown type byte, truncated or oversized data, or broken gzip.
+    (see :func:`parse_idx`). max_size: the largest payload accepted, in bytes (default
+    MAX_PAYLOAD_BYTES, 2 GiB; None for no limit); memory stays below about twice it.
+    Returns the array in its stored shape, e.g. MNIST training images ``(60000, 28, 28)
+    uint8``. Raises IDXFormatError naming the file and the problem for a bad magic number,
+    unknown type byte, truncated or oversized data, or broken gzip; OSError (e.g.
+    IsADirectoryError) when the path cannot be read.
     """
-    return parse_idx(read_payload(path), source=os.fspath(path), kind=kind)
+    return parse_idx(read_payload(path, max_size), source=os.fspath(path), kind=kind)
 
 
 def check_pair(images: np.ndarray, labels: np.ndarray, images_source: str,

@@ -43,6 +43,7 @@ class Conv2D(SlidingWindow, ActivatedLayer):
         self._check_image_input(input_shape, hint)
 
     def weight_shapes(self, input_shape):
+        self._validate_input_shape(input_shape)  # as build: a file is checked against these
         shapes = {"kernel": (*self.kernel_size, input_shape[-1], self.filters)}
         if self.use_bias:
             shapes["bias"] = (self.filters,)

@@ -23,6 +23,7 @@ class Dense(ActivatedLayer):
         self.units = arguments.integer(units, "units", self.where, minimum=1)
 
     def weight_shapes(self, input_shape):
+        self._validate_input_shape(input_shape)  # as build: a file is checked against these
         shapes = {"kernel": (input_shape[-1], self.units)}
         if self.use_bias:
             shapes["bias"] = (self.units,)
