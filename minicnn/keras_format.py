@@ -103,6 +103,18 @@ def _kernel_and_bias(kernel_shape, units, layer):
     return shapes
 
 
+_POOLING = ("pool_size", "strides", "padding")
+_BATCH_NORM_INITIALIZERS = ("beta_initializer", "gamma_initializer", "moving_mean_initializer",
+                            "moving_variance_initializer")
+
+
+def _batch_norm_weights(layer, shape):
+    features = (shape[layer.axis],)
+    names = [*(["gamma"] if layer.scale else []), *(["beta"] if layer.center else []),
+             "moving_mean", "moving_variance"]
+    return {name: features for name in names}
+
+
 LAYERS = [
     LayerFormat("Conv2D", "Conv2D", ("filters", "kernel_size", "strides", "padding", *_AFFINE),
                 {**_CHANNELS_LAST, "dilation_rate": [1, 1], "groups": 1, **_NO_REGULARIZERS},
@@ -111,12 +123,27 @@ LAYERS = [
     LayerFormat("Dense", "Dense", ("units", *_AFFINE), dict(_NO_REGULARIZERS),
                 lambda layer, shape: _kernel_and_bias((shape[-1], layer.units), layer.units,
                                                       layer)),
-    LayerFormat("MaxPooling2D", "MaxPooling2D", ("pool_size", "strides", "padding"),
+    LayerFormat("MaxPooling2D", "MaxPooling2D", _POOLING, dict(_CHANNELS_LAST)),
+    LayerFormat("AveragePooling2D", "AveragePooling2D", _POOLING, dict(_CHANNELS_LAST)),
+    LayerFormat("GlobalAveragePooling2D", "GlobalAveragePooling2D", ("keepdims",),
                 dict(_CHANNELS_LAST)),
+    LayerFormat("GlobalMaxPooling2D", "GlobalMaxPooling2D", ("keepdims",), dict(_CHANNELS_LAST)),
     LayerFormat("Flatten", "Flatten", (), dict(_CHANNELS_LAST)),
+    LayerFormat("Reshape", "Reshape", ("target_shape",)),
     LayerFormat("Activation", "Activation", ("activation",)),
-    LayerFormat("ReLU", "ReLU", (), {"max_value": None, "negative_slope": 0.0, "threshold": 0.0}),
-    LayerFormat("Softmax", "Softmax", (), {"axis": -1}),
+    LayerFormat("ReLU", "ReLU", ("max_value", "negative_slope", "threshold")),
+    LayerFormat("LeakyReLU", "LeakyReLU", ("negative_slope",)),
+    LayerFormat("Softmax", "Softmax", ("axis",)),
+    LayerFormat("BatchNormalization", "BatchNormalization",
+                ("axis", "momentum", "epsilon", "center", "scale", *_BATCH_NORM_INITIALIZERS),
+                {"beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
+                 "gamma_constraint": None, "synchronized": False, "renorm": False,
+                 "renorm_clipping": None, "renorm_momentum": 0.99},
+                _batch_norm_weights),
+    LayerFormat("Dropout", "Dropout", ("rate", "noise_shape", "seed")),
+    LayerFormat("Rescaling", "Rescaling", ("scale", "offset")),
+    # A model's InputLayer becomes the Sequential's InputLayer entry (see _config_json).
+    LayerFormat("InputLayer", "InputLayer", ("batch_shape", "sparse")),
 ]
 _BY_MINICNN = {entry.minicnn_class: entry for entry in LAYERS}
 _BY_KERAS = {entry.keras_class: entry for entry in LAYERS}
@@ -167,7 +194,9 @@ def _initializer_from_keras(value, key, reader):
             return class_name.lower()
     # The weights come from the file, so the initializer only matters if the layer is
     # rebuilt; keep Keras's default for it and say so.
-    default = "zeros" if key == "bias_initializer" else "glorot_uniform"
+    default = {"bias_initializer": "zeros", "beta_initializer": "zeros",
+               "moving_mean_initializer": "zeros", "gamma_initializer": "ones",
+               "moving_variance_initializer": "ones"}.get(key, "glorot_uniform")
     reader.warn(f"{key} {class_name!r} is not one minicnn has ({', '.join(_INITIALIZERS)}); "
                 f"using {default!r}. It only matters if the layer's weights are re-initialised.")
     return default
@@ -177,7 +206,7 @@ def _activation_from_keras(value, key, reader):
     from . import activations
     if not isinstance(value, str):
         reader.refuse(f"uses the activation {value!r}, a serialised object; minicnn reads "
-                      "activations by name (relu, softmax, sigmoid, tanh, linear).")
+                      f"activations by name ({', '.join(activations.names())}).")
     try:
         return activations.serialize(activations.get(value))
     except ValueError as exc:
@@ -186,8 +215,8 @@ def _activation_from_keras(value, key, reader):
 
 # key -> (minicnn value -> Keras value, (Keras value, key, reader) -> minicnn value)
 _VALUES = {
-    "kernel_initializer": (_initializer_to_keras, _initializer_from_keras),
-    "bias_initializer": (_initializer_to_keras, _initializer_from_keras),
+    **{key: (_initializer_to_keras, _initializer_from_keras)
+       for key in ("kernel_initializer", "bias_initializer", *_BATCH_NORM_INITIALIZERS)},
     "activation": (lambda name: name, _activation_from_keras),
 }
 
@@ -325,18 +354,26 @@ def _optimizer_variables(model):
     return values
 
 
+def _body_layers(model):
+    """The model's layers without a leading InputLayer (written as Keras's own InputLayer)."""
+    layers = model.layers
+    return layers[1:] if layers and type(layers[0]).__name__ == "InputLayer" else layers
+
+
 def _config_json(model, where):
     layer_specs, entries = [], []
     names = {layer.name for layer in model.layers}
     input_name = next(n for n in ("input_layer", *(f"input_layer_{i}" for i in range(1, 1000)))
                       if n not in names)
+    if len(_body_layers(model)) < len(model.layers):
+        input_name = model.layers[0].name
     dtype = np.dtype(model.layers[0].dtype).name
     layer_specs.append({"module": "keras.layers", "class_name": "InputLayer",
                         "config": {"batch_shape": _batch_shape(model.input_shape),
                                    "dtype": dtype, "sparse": False, "name": input_name},
                         "registered_name": None})
     seen = set()
-    for layer in model.layers:
+    for layer in _body_layers(model):
         if layer.name in seen:
             raise ValueError(f"{where}: two layers are named {layer.name!r}; Keras needs "
                              "unique layer names. Rename one.")
@@ -364,7 +401,7 @@ def _weights_h5(model, entries):
         h5.create_group("vars").attrs["name"] = model.name
         groups = _weight_groups([entry.keras_class for entry in entries])
         h5.create_group("layers")
-        for layer, entry, group in zip(model.layers, entries, groups, strict=True):
+        for layer, entry, group in zip(_body_layers(model), entries, groups, strict=True):
             variables = h5.create_group(group).create_group("vars")
             variables.attrs["name"] = layer.name
             order = entry.weights(layer, _per_sample(layer.input_shape))

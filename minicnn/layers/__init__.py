@@ -2,12 +2,41 @@
 
 from .base import Layer
 from .conv import Conv2D
-from .core import Activation, Dense, Flatten, ReLU, Softmax
-from .pooling import MaxPooling2D
+from .core import Activation, Dense, Flatten, LeakyReLU, ReLU, Softmax
+from .input_layer import Input, InputLayer
+from .normalization import BatchNormalization
+from .pooling import (
+    AveragePooling2D,
+    AvgPool2D,
+    GlobalAveragePooling2D,
+    GlobalAvgPool2D,
+    GlobalMaxPool2D,
+    GlobalMaxPooling2D,
+    MaxPool2D,
+    MaxPooling2D,
+)
+from .regularization import Dropout
+from .rescaling import Rescaling
+from .reshaping import Reshape
 
-__all__ = ["Layer", "Conv2D", "MaxPooling2D", "Dense", "Flatten", "Activation", "ReLU", "Softmax"]
+# The layer classes, each under its class name.
+_CLASSES = [
+    Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
+    Dense, Flatten, Reshape, Activation, ReLU, LeakyReLU, Softmax, BatchNormalization, Dropout,
+    Rescaling, InputLayer,
+]
+# Keras's other names for some of them (the same classes, as in Keras).
+ALIASES = {"MaxPool2D": MaxPool2D, "AvgPool2D": AvgPool2D, "GlobalAvgPool2D": GlobalAvgPool2D,
+           "GlobalMaxPool2D": GlobalMaxPool2D}
 
-_BY_CLASS_NAME = {name: globals()[name] for name in __all__ if name != "Layer"}
+__all__ = ["Layer", "Input", *(cls.__name__ for cls in _CLASSES), *ALIASES]
+
+_BY_CLASS_NAME = {**{cls.__name__: cls for cls in _CLASSES}, **ALIASES}
+
+
+def layer_classes():
+    """Every layer class of minicnn (each once, aliases not repeated)."""
+    return list(_CLASSES)
 
 
 def get_class(class_name):

@@ -35,6 +35,12 @@ OPS = [
     "bias_activation_forward", "bias_activation_backward",
     "maxpool2d_forward", "maxpool2d_backward",
     "avgpool2d_forward", "avgpool2d_backward",
+    "global_avgpool2d_forward", "global_avgpool2d_backward",
+    "global_maxpool2d_forward", "global_maxpool2d_backward",
+    "relu_general_forward", "relu_general_backward",
+    "batchnorm_moments", "batchnorm_forward", "batchnorm_backward",
+    "dropout_forward", "dropout_backward",
+    "rescale_forward", "rescale_backward",
     "softmax_crossentropy_forward", "softmax_crossentropy_backward",
     "adam_update", "im2col", "col2im", "conv2d_naive",
 ]
