@@ -217,21 +217,49 @@ def test_new_activation_values_and_gradients(backend, name, rng):
                    lambda g: [backend.activation_backward(g, cache)], [z], g)
 
 
+@pytest.mark.parametrize("reuse", [False, True], ids=["fresh", "buffers"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", sorted(NEW_ACTIVATIONS))
-def test_fast_activations_match_reference_and_keep_the_dtype(name, dtype, rng):
-    z = (rng.standard_normal((5, 8)) * 3).astype(dtype)
-    g = rng.standard_normal(z.shape).astype(dtype)
-    y, cache = fast.activation_forward(z, name)
-    y_ref, cache_ref = reference.activation_forward(z, name)
-    assert_close(y, y_ref, dtype)
-    assert_close(fast.activation_backward(g, cache), reference.activation_backward(g, cache_ref),
-                 dtype)
+@pytest.mark.parametrize("name", sorted({"relu", *NEW_ACTIVATIONS}))
+def test_fast_activations_match_reference_and_keep_the_dtype(name, dtype, layout, reuse):
+    rng = np.random.default_rng(22)
+    ws = {} if reuse else None
+    for _ in range(2 if reuse else 1):  # reused buffers must not leak values between calls
+        z = make_array(rng, (5, 8), dtype, layout) * 3
+        g = make_array(rng, (5, 8), dtype, layout)
+        y, cache = fast.activation_forward(z, name, ws=ws)
+        y_ref, cache_ref = reference.activation_forward(z, name)
+        assert_close(y, y_ref, dtype)
+        assert_close(fast.activation_backward(g, cache),
+                     reference.activation_backward(g, cache_ref), dtype)
+        np.testing.assert_array_equal(fast.activation_input(cache), z)
     bias = rng.standard_normal(8).astype(dtype)
     y, cache = fast.bias_activation_forward(z.copy(), bias, name, ws={})
     assert_close(y, reference.bias_activation_forward(z, bias, name)[0], dtype)
     dz, dbias = fast.bias_activation_backward(g, cache)
     assert dz.dtype == dbias.dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("options", RELU_OPTIONS, ids=str)
+def test_fast_relu_general_matches_reference_with_buffers(options):
+    rng = np.random.default_rng(23)
+    ws = {}
+    for _ in range(2):
+        x = make_array(rng, (4, 3, 5), np.float32, "sliced")
+        g = make_array(rng, (4, 3, 5), np.float32, "transposed")
+        y, cache = fast.relu_general_forward(x, *options, ws=ws)
+        y_ref, cache_ref = reference.relu_general_forward(x, *options)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(fast.relu_general_backward(g, cache),
+                                      reference.relu_general_backward(g, cache_ref))
+
+
+def test_relu_kernels_refuse_arrays_that_do_not_fit():
+    z = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match="y has shape"):
+        kernels.relu_into(z, np.zeros(12, np.float32))
+    with pytest.raises(ValueError, match="dy is float64"):
+        kernels.relu_backward_into(np.zeros((3, 4)), z, np.zeros_like(z))
 
 
 def test_activations_stay_finite_for_large_inputs():

@@ -84,7 +84,7 @@ class Activation(Layer):
         return input_shape
 
     def forward(self, x, ctx):
-        y, cache = ops.activation_forward(x, self.activation)
+        y, cache = ops.activation_forward(x, self.activation, ws=ctx.workspace("activation"))
         ctx.save(cache)
         return y
 
@@ -123,7 +123,7 @@ class ReLU(Layer):
 
     def forward(self, x, ctx):
         y, cache = ops.relu_general_forward(x, self.negative_slope, self.max_value,
-                                            self.threshold)
+                                            self.threshold, ws=ctx.workspace("relu"))
         ctx.save(cache)
         return y
 

@@ -14,7 +14,8 @@ What makes it fast, op by op:
   ``sum(axis=0, dtype=float64)`` and ``(x - mean) ** 2`` make float64 copies of the batch).
 - dropout: one compiled pass applies the mask and the scaling (NumPy's draws, the same as the
   reference's, so both backends drop the same entries).
-- gelu: compiled with math.erf (the reference calls Python's math.erf once per element).
+- relu on its own (Activation('relu'), ReLU()) and gelu: compiled, one pass each way (the
+  reference's ReLU backward makes temporaries; its gelu calls Python's math.erf per element).
 - Everything else (dense, the other activations, global pooling, the ReLU variants, rescaling,
   softmax + cross-entropy) is already one or two vectorised NumPy calls, so this backend uses
   the reference code as it is.
@@ -41,8 +42,6 @@ from .reference import (  # noqa: F401  (the ops whose reference is already vect
     global_avgpool2d_forward,
     global_maxpool2d_backward,
     global_maxpool2d_forward,
-    relu_general_backward,
-    relu_general_forward,
     rescale_backward,
     rescale_forward,
     softmax_crossentropy_backward,
@@ -128,27 +127,42 @@ def conv2d_backward(dz, cache, need_dx=True):
 
 
 # Activations with a compiled twin: name -> (forward kernel, backward kernel).
-_COMPILED_ACTIVATIONS = {"gelu": (kernels.gelu_into, kernels.gelu_backward_into)}
+_COMPILED_ACTIVATIONS = {"relu": (kernels.relu_into, kernels.relu_backward_into),
+                         "gelu": (kernels.gelu_into, kernels.gelu_backward_into)}
 
 
 def activation_forward(x, activation, ws=None):
-    """Twin of reference.activation_forward: y = activation(x); gelu compiled."""
+    """Twin of reference.activation_forward: y = activation(x); relu and gelu compiled (into
+    ws's buffer when given)."""
     compiled = _COMPILED_ACTIVATIONS.get(activation)
-    if compiled is None:
+    if compiled is None or x.dtype not in (np.float32, np.float64):
         return reference.activation_forward(x, activation)
     x = np.ascontiguousarray(x)
-    y = compiled[0](x, np.empty_like(x))
-    return y, (activation, x, y)
+    y = compiled[0](x, _buffer(ws, "y", x.shape, x.dtype))
+    return y, (activation, x, y, ws)
 
 
 def activation_backward(dy, cache):
     """Twin of reference.activation_backward: dL/dy -> dL/dx."""
-    activation, x, _ = cache
-    compiled = _COMPILED_ACTIVATIONS.get(activation)
-    if compiled is None:
+    if len(cache) == 3:  # made by the reference
         return reference.activation_backward(dy, cache)
+    activation, x, _, ws = cache
     dy = np.ascontiguousarray(dy)
-    return compiled[1](dy, x, np.empty_like(dy))
+    return _COMPILED_ACTIVATIONS[activation][1](dy, x, _buffer(ws, "dz", dy.shape, dy.dtype))
+
+
+def relu_general_forward(x, negative_slope=0.0, max_value=None, threshold=0.0, ws=None):
+    """Twin of reference.relu_general_forward; the plain max(x, 0) runs compiled."""
+    if negative_slope == 0 and max_value is None and threshold == 0:
+        return activation_forward(x, "relu", ws=ws)
+    return reference.relu_general_forward(x, negative_slope, max_value, threshold)
+
+
+def relu_general_backward(dy, cache):
+    """Twin of reference.relu_general_backward."""
+    if isinstance(cache[0], str):  # activation_forward's cache: the compiled plain ReLU
+        return activation_backward(dy, cache)
+    return reference.relu_general_backward(dy, cache)
 
 
 def bias_activation_forward(z, bias, activation, ws=None):

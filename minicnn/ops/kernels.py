@@ -13,6 +13,8 @@ into the fast backend's ops. Here:
 - ``channel_sums_into``, ``centered_square_sums_into``, ``scale_shift_into``,
   ``batchnorm_grad_sums_into``, ``batchnorm_dx_into``: the passes of batch normalization
   (its whole-batch sums are float64 per channel, added across threads by the layer).
+- ``relu_into`` / ``relu_backward_into``: ReLU on its own (an Activation or ReLU layer, e.g.
+  after BatchNormalization), one pass each way.
 - ``gelu_into`` / ``gelu_backward_into``: GELU with math.erf (NumPy has no erf).
 - ``bias_act_into`` / ``act_backward_bias_into``: bias + ReLU (or linear) in one pass over the
   output, and its backward with the bias gradient, in one pass.
@@ -55,7 +57,7 @@ __all__ = [
     "dropout_into", "dropout_backward_into",
     "channel_sums_into", "centered_square_sums_into", "scale_shift_into",
     "batchnorm_grad_sums_into", "batchnorm_dx_into",
-    "gelu_into", "gelu_backward_into",
+    "relu_into", "relu_backward_into", "gelu_into", "gelu_backward_into",
     "bias_act_into", "act_backward_bias_into", "SUM_BLOCK",
     "adam_update",
 ]
@@ -677,7 +679,41 @@ def batchnorm_dx_into(drows, rows, mean, inv, g, mean_dy, mean_dy_xhat, dx):
     return dx
 
 
-# --------------------------------------------------------------------------- GELU
+# --------------------------------------------------------------------------- ReLU and GELU
+
+
+@_jit(nogil=True)
+def _relu(z, y):
+    for i in range(z.size):
+        v = z[i]
+        y[i] = v if v > 0 else 0.0
+
+
+@_jit(nogil=True)
+def _relu_backward(dy, z, dz):
+    for i in range(z.size):
+        dz[i] = dy[i] if z[i] > 0 else 0.0
+
+
+def relu_into(z, y):
+    """``y = max(z, 0)`` elementwise (z, y same shape and float dtype, C-contiguous; y may be
+    z itself). Returns y."""
+    where = "kernels.relu_into"
+    dtype = _float_dtype(where, z)
+    _check(where, "z", z, z.shape, dtype)
+    _check(where, "y", y, z.shape, dtype)
+    _relu(z.reshape(-1), y.reshape(-1))
+    return y
+
+
+def relu_backward_into(dy, z, dz):
+    """``dz = dy where z > 0, else 0`` elementwise (same shapes and dtype). Returns dz."""
+    where = "kernels.relu_backward_into"
+    dtype = _float_dtype(where, z)
+    for name, array in (("dy", dy), ("z", z), ("dz", dz)):
+        _check(where, name, array, z.shape, dtype)
+    _relu_backward(dy.reshape(-1), z.reshape(-1), dz.reshape(-1))
+    return dz
 
 
 @_jit(nogil=True)
