@@ -185,6 +185,7 @@ def test_leaky_relu_default_slope_and_keras_2_alpha(rng):
     (lambda: layers.ReLU(negative_slope=-0.1), "negative_slope must be a number >= 0"),
     (lambda: layers.ReLU(threshold="0"), "threshold must be a number"),
     (lambda: layers.LeakyReLU(negative_slope=None), "negative_slope must be a number"),
+    (lambda: layers.LeakyReLU(max_value=6), "unknown keyword argument max_value; use layers.ReLU"),
 ])
 def test_relu_errors(make, message):
     with pytest.raises((ValueError, TypeError), match=message):

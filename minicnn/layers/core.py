@@ -147,6 +147,10 @@ class LeakyReLU(ReLU):
             warnings.warn("LeakyReLU: argument `alpha` is deprecated (Keras 2's name); use "
                           "`negative_slope` instead.", DeprecationWarning, stacklevel=2)
             negative_slope = kwargs.pop("alpha")
+        for name in ("max_value", "threshold"):  # ReLU's options, not LeakyReLU's (as Keras)
+            if name in kwargs:
+                raise TypeError(f"LeakyReLU: unknown keyword argument {name}; use "
+                                f"layers.ReLU(negative_slope=..., {name}=...) for it.")
         super().__init__(negative_slope=negative_slope, **kwargs)
 
     def get_config(self):
