@@ -12,10 +12,20 @@ A model is a list of layer specs (plain tuples), read by one small builder per f
 the list has no input layer: Keras prepends keras.Input((28, 28, 1)), minicnn calls
 model.build((28, 28, 1)). The PyTorch and JAX workers read the specs themselves.
 `training_flops_per_image` counts the work of one training step per image from the same specs.
+
+A model that is not one straight line of layers (the CIFAR-shaped ResNet) is a graph: a list
+of nodes ``(name, op, inputs, params)`` in topological order, ops ``input`` (shape), ``conv``
+(filters, kernel, strides; 'same' padding, glorot_uniform, no bias: a BatchNormalization
+follows each), ``bn`` (Keras's momentum 0.99 and epsilon 1e-3), ``relu``, ``add``, ``gap``
+(GlobalAveragePooling2D) and ``dense`` (units, activation). `functional_model(api, name)`
+builds it with Keras's functional API (``api.Input``, ``api.Model``, ``api.layers``: keras, or
+minicnn once it has them); the PyTorch worker reads the nodes itself. Graph models train on
+random data of their recipe's shapes (``data``), so they need no download.
 Kept free of imports so the timed worker processes load nothing extra.
 """
 
 INPUT_SHAPE = (28, 28, 1)
+CIFAR_SHAPE = (32, 32, 3)
 
 
 def _tutorial(width=1):
@@ -30,6 +40,43 @@ def _tutorial(width=1):
         ("dense", 64 * width, "relu"),
         ("dense", 10, "softmax"),
     ]
+
+
+def _resnet(filters=(16, 32, 64), blocks_per_stage=1, classes=10):
+    """A small ResNet for 32x32x3 images (He et al.'s CIFAR design, v1 blocks), as graph nodes.
+
+    Stem: conv 3x3 (filters[0]) + BN + ReLU. Then one stage per entry of `filters`, the first
+    at stride 1, the others starting with stride 2; each block is conv 3x3 + BN + ReLU + conv
+    3x3 + BN, added to the shortcut (the block's input, or a 1x1 conv + BN where the shape
+    changes), then ReLU. Global average pooling, Dense(classes, softmax). Default: 3 stages
+    of 1 block with 16/32/64 filters: 9 convolutions, 78,042 trainable weights.
+    """
+    nodes = [("input", "input", (), {"shape": CIFAR_SHAPE})]
+
+    def add(name, op, inputs, **params):
+        nodes.append((name, op, tuple(inputs), params))
+        return name
+
+    def conv_bn(name, x, filters, kernel, strides):
+        x = add(f"{name}_conv", "conv", [x], filters=filters, kernel=kernel, strides=strides)
+        return add(f"{name}_bn", "bn", [x])
+
+    x = add("stem_relu", "relu", [conv_bn("stem", "input", filters[0], 3, 1)])
+    channels = filters[0]
+    for stage, width in enumerate(filters, start=1):
+        for block in range(1, blocks_per_stage + 1):
+            strides = 2 if stage > 1 and block == 1 else 1
+            name = f"s{stage}b{block}"
+            y = add(f"{name}_relu1", "relu", [conv_bn(f"{name}_a", x, width, 3, strides)])
+            y = conv_bn(f"{name}_b", y, width, 3, 1)
+            shortcut = x
+            if strides != 1 or channels != width:
+                shortcut = conv_bn(f"{name}_proj", x, width, 1, strides)
+            x = add(f"{name}_relu2", "relu", [add(f"{name}_add", "add", [y, shortcut])])
+            channels = width
+    x = add("gap", "gap", [x])
+    add("predictions", "dense", [x], units=classes, activation="softmax")
+    return nodes
 
 
 # name -> (layer specs, recipe). The recipe is what the model's own tutorial trains it with.
@@ -51,6 +98,13 @@ MODELS = {
         ("dropout", 0.5),
         ("dense", 10, "softmax"),
     ], {"batch_size": 128, "loss": "categorical_crossentropy", "one_hot": True}),
+    # The CIFAR-10 example's residual network (issue 11), on random CIFAR-shaped data:
+    # 50,000 training and 10,000 test images 32x32x3, labels 0-9. Adam, as Keras's
+    # cifar10_resnet example; batch 128, as He et al. trained their CIFAR ResNets.
+    "resnet-cifar": (_resnet(), {"batch_size": 128, "loss": "sparse_categorical_crossentropy",
+                                 "one_hot": False, "graph": True, "data": "random-cifar",
+                                 "input_shape": CIFAR_SHAPE, "train_images": 50000,
+                                 "test_images": 10000}),
 }
 
 
@@ -62,20 +116,110 @@ def specs(name):
 
 
 def recipe(name):
-    """{'batch_size', 'loss', 'one_hot'} of model `name`."""
+    """{'batch_size', 'loss', 'one_hot'} of model `name` (graph models add 'graph', 'data',
+    'input_shape', 'train_images', 'test_images')."""
     specs(name)
     return dict(MODELS[name][1])
+
+
+def is_graph(name):
+    """True when model `name` is a graph (built with the functional API), not a layer list."""
+    return bool(recipe(name).get("graph"))
+
+
+def input_shape(name):
+    """The per-sample input shape of model `name`: (28, 28, 1) for the MNIST models."""
+    return tuple(recipe(name).get("input_shape", INPUT_SHAPE))
+
+
+def train_images(name, limit=None):
+    """How many training images a run of model `name` sees (60,000 MNIST, or the recipe's)."""
+    total = recipe(name).get("train_images", 60000)
+    return total if limit is None else min(limit, total)
 
 
 def needs(name):
     """The Keras layer class names model `name` uses (to check a framework has them)."""
     names = {"conv": "Conv2D", "pool": "MaxPooling2D", "flatten": "Flatten",
-             "dropout": "Dropout", "dense": "Dense"}
-    return sorted({names[spec[0]] for spec in specs(name)})
+             "dropout": "Dropout", "dense": "Dense", "bn": "BatchNormalization",
+             "relu": "ReLU", "add": "Add", "gap": "GlobalAveragePooling2D"}
+    return sorted({names[spec[1] if is_graph(name) else spec[0]] for spec in specs(name)
+                   if not (is_graph(name) and spec[1] == "input")})
+
+
+def functional_model(api, name="resnet-cifar"):
+    """Graph model `name` built with Keras's functional API from `api` (the keras module, or
+    a namespace with Input, Model and layers): ``api.Model(inputs, outputs, name=name)``."""
+    layers = api.layers
+    tensors = {}
+    for node, op, inputs, params in specs(name):
+        if op == "input":
+            tensors[node] = api.Input(shape=params["shape"], name=node)
+            continue
+        k = params.get("kernel")
+        if op == "conv":
+            layer = layers.Conv2D(params["filters"], (k, k), strides=params["strides"],
+                                  padding="same", use_bias=False, name=node)
+        elif op == "bn":
+            layer = layers.BatchNormalization(momentum=0.99, epsilon=1e-3, name=node)
+        elif op == "relu":
+            layer = layers.ReLU(name=node)
+        elif op == "add":
+            layer = layers.Add(name=node)
+        elif op == "gap":
+            layer = layers.GlobalAveragePooling2D(name=node)
+        elif op == "dense":
+            layer = layers.Dense(params["units"], activation=params["activation"], name=node)
+        else:
+            raise ValueError(f"functional_model: unknown op {op!r} in node {node!r}")
+        args = [tensors[i] for i in inputs]
+        tensors[node] = layer(args if op == "add" else args[0])
+    return api.Model(tensors["input"], tensors[specs(name)[-1][0]], name=name)
+
+
+def graph_shapes(name):
+    """{node: per-sample output shape} of graph model `name` ('same' padding: ceil(H / s))."""
+    out = {}
+    for node, op, inputs, params in specs(name):
+        if op == "input":
+            out[node] = tuple(params["shape"])
+            continue
+        shape = out[inputs[0]]
+        if op == "conv":
+            s = params["strides"]
+            out[node] = (-(-shape[0] // s), -(-shape[1] // s), params["filters"])
+        elif op == "gap":
+            out[node] = (shape[2],)
+        elif op == "dense":
+            out[node] = (params["units"],)
+        else:  # bn, relu, add keep the shape (add's inputs agree)
+            out[node] = shape
+    return out
+
+
+def graph_weight_count(name):
+    """(trainable, non-trainable) weights of graph model `name`, counted from the nodes: conv
+    kernels k*k*C*F (no bias), BatchNormalization gamma and beta (trainable) and the moving
+    mean and variance, Dense kernel and bias."""
+    shapes = graph_shapes(name)
+    trainable = non_trainable = 0
+    for node, op, inputs, params in specs(name):
+        if op == "conv":
+            k = params["kernel"]
+            trainable += k * k * shapes[inputs[0]][2] * params["filters"]
+        elif op == "bn":
+            trainable += 2 * shapes[node][2]
+            non_trainable += 2 * shapes[node][2]
+        elif op == "dense":
+            trainable += (shapes[inputs[0]][0] + 1) * params["units"]
+    return trainable, non_trainable
 
 
 def keras_layers(layers, name="tutorial"):
     """Layers of model `name` from a Keras-compatible `layers` module, without an input layer."""
+    if is_graph(name):
+        raise ValueError(f"model {name!r} is a graph, not a list of layers: build it with "
+                         "functional_model(api, name)")
     built = []
     for spec in specs(name):
         kind = spec[0]
@@ -138,6 +282,8 @@ def training_flops_per_image(name, input_shape=INPUT_SHAPE):
     the optimizer are left out (they are a few percent and no FMA work). Tutorial model:
     13,081,872 FLOPs per image, 418.6 MFLOP per step of 32.
     """
+    if is_graph(name):
+        return _graph_training_flops(name)
     total = 0
     first = True
     for spec, shape_in, shape_out in shapes(name, input_shape):
@@ -150,4 +296,23 @@ def training_flops_per_image(name, input_shape=INPUT_SHAPE):
             continue
         total += forward * (2 if first else 3)
         first = False
+    return total
+
+
+def _graph_training_flops(name):
+    """training_flops_per_image for a graph: the same rule, where the layers that read the
+    images themselves get no input gradient. resnet-cifar: 74,125,056 FLOPs per image (5.7x the
+    MNIST tutorial's)."""
+    shapes = graph_shapes(name)
+    total = 0
+    for node, op, inputs, params in specs(name):
+        if op == "conv":
+            k = params["kernel"]
+            h, w, f = shapes[node]
+            forward = 2 * h * w * f * k * k * shapes[inputs[0]][2]
+        elif op == "dense":
+            forward = 2 * shapes[inputs[0]][0] * params["units"]
+        else:
+            continue
+        total += forward * (2 if inputs[0] == "input" else 3)
     return total

@@ -7,11 +7,13 @@ Run by bench_mnist.py, one process per (framework, seed), never imported by it:
 
 Frameworks: minicnn; keras (Keras 3 on --keras-backend tensorflow or jax); torch (PyTorch, with
 --torch-channels-last and --torch-plain-loop); jax (JAX + optax, the whole training step under
-one jax.jit). Models: benchmarks/_model.py (tutorial, tutorial-wide, convnet), each with its
-own recipe (batch size, loss); every framework initialises with Keras's glorot_uniform and zero
-biases and trains with Adam(lr 1e-3, beta 0.9 / 0.999, epsilon 1e-7) on batches shuffled each
-epoch. A framework that lacks a layer the model needs (minicnn before its Dropout) prints
-``BENCH_RESULT {"skipped": reason}`` and exits 0.
+one jax.jit). Models: benchmarks/_model.py (tutorial, tutorial-wide, convnet; resnet-cifar, a
+graph built with the functional API), each with its own recipe (batch size, loss); every
+framework initialises with Keras's glorot_uniform and zero biases and trains with Adam(lr 1e-3,
+beta 0.9 / 0.999, epsilon 1e-7) on batches shuffled each epoch. A framework that lacks a layer
+or the functional API the model needs (minicnn before its Dropout, or before ``Input`` and
+``Model(inputs, outputs)``; the JAX peer for graphs) prints ``BENCH_RESULT {"skipped": reason}``
+and exits 0.
 
 The very first statement records time.time(), so the start-to-first-batch figure can be split
 into interpreter start-up (parent's Popen moment -> here) and everything after. The worker
@@ -30,7 +32,9 @@ parses. Figures (all wall-clock seconds unless named otherwise):
   part; ``compute``: what runs the framework's own products (for minicnn NumPy's BLAS).
 
 Data, for every framework: minicnn.datasets.mnist.load_data() (MINICNN_DATA_DIR, as users) and
-the tutorial's preprocessing ``x / 255.0`` and ``reshape(-1, 28, 28, 1)``.
+the tutorial's preprocessing ``x / 255.0`` and ``reshape(-1, 28, 28, 1)``; for resnet-cifar,
+random uint8 images of CIFAR-10's shapes (the same for every framework and seed: DATA_SEED)
+scaled as keras.io's CIFAR examples do, ``x.astype("float32") / 255``, and random labels 0-9.
 """
 
 import time
@@ -48,6 +52,10 @@ import _model  # noqa: E402  (benchmarks/ is sys.path[0])
 RESULT_PREFIX = "BENCH_RESULT "
 FRAMEWORKS = ("minicnn", "keras", "torch", "jax")
 KERAS_EPSILON = 1e-7  # Keras's Adam epsilon; the PyTorch and JAX peers use it too
+DATA_SEED = 0  # the random CIFAR-shaped data: one data set for every framework and seed
+# Keras's BatchNormalization: moving = 0.99 * moving + 0.01 * batch statistic, epsilon 1e-3.
+# PyTorch's momentum is the weight of the new value: 1 - 0.99.
+KERAS_BN_MOMENTUM, KERAS_BN_EPSILON = 0.99, 1e-3
 
 
 class Skipped(Exception):
@@ -118,6 +126,33 @@ def load_mnist(limit):
     return (x_train, y_train), (x_test, y_test)
 
 
+def load_random_cifar(limit, model="resnet-cifar"):
+    """Random data of CIFAR-10's shapes: (x_train, y_train), (x_test, y_test).
+
+    x: float32 (N, 32, 32, 3) in [0, 1] (uint8 pixels / 255, as keras.io's CIFAR examples);
+    y: uint8 (N,) classes 0-9, drawn independently of x, so no model beats chance (10 %): the
+    figures to read are the times. 50,000 / 10,000 images (the first `limit` of each)."""
+    import numpy as np
+
+    recipe = _model.recipe(model)
+    rng = np.random.default_rng(DATA_SEED)
+    n_train = _model.train_images(model, limit)
+    n_test = recipe["test_images"] if limit is None else min(limit, recipe["test_images"])
+    shape = _model.input_shape(model)
+    out = []
+    for n in (n_train, n_test):
+        x = rng.integers(0, 256, (n, *shape), dtype=np.uint8).astype(np.float32) / 255
+        out.append((x, rng.integers(0, 10, n, dtype=np.uint8)))
+    return tuple(out)
+
+
+def load_data(model, limit):
+    """The model's data: random CIFAR-shaped data for recipes that say so, else MNIST."""
+    if _model.recipe(model).get("data") == "random-cifar":
+        return load_random_cifar(limit, model)
+    return load_mnist(limit)
+
+
 def time_predict(predict, x, repeats):
     """(first call's seconds, median seconds of `repeats` further calls, all times)."""
     t = time.perf_counter()
@@ -142,6 +177,26 @@ def minicnn_missing_layers(layers_module, model_name):
     return [name for name in _model.needs(model_name) if not hasattr(layers_module, name)]
 
 
+def minicnn_functional_api(minicnn_module):
+    """(api, None) with api.Input / api.Model / api.layers when this minicnn has Keras's
+    functional API, else (None, [what is missing]). ``Input`` is looked for at the top level,
+    then in ``layers``; ``Model`` at the top level, then ``models.Model``; the two must build a
+    one-layer ``Model(inputs, outputs)`` (a probe, as the API may take ``*args``)."""
+    from types import SimpleNamespace
+
+    layers, models = minicnn_module.layers, minicnn_module.models
+    make_input = getattr(minicnn_module, "Input", None) or getattr(layers, "Input", None)
+    if make_input is None:
+        return None, ["minicnn.Input", "Model(inputs, outputs)"]
+    model_class = getattr(minicnn_module, "Model", None) or getattr(models, "Model", None)
+    try:
+        probe = make_input(shape=(2,))
+        model_class(probe, layers.Dense(1)(probe))
+    except Exception as exc:  # noqa: BLE001 - whatever fails, the API is not there yet
+        return None, [f"Model(inputs, outputs) ({type(exc).__name__}: {exc})"]
+    return SimpleNamespace(Input=make_input, Model=model_class, layers=layers), None
+
+
 def run_minicnn(args, clock, out):
     """Train the model with minicnn; fills `out` with versions and figures."""
     t = time.time()
@@ -158,13 +213,21 @@ def run_minicnn(args, clock, out):
     out["config"] = {"numba_threads": numba.get_num_threads(),
                      "numba_threading_layer": _numba_layer(numba)}
     missing = minicnn_missing_layers(layers, args.model)
+    api = None
+    if _model.is_graph(args.model):
+        api, missing_api = minicnn_functional_api(minicnn)
+        if missing_api:
+            missing_layers = f"; nor layers.{', layers.'.join(missing)}" if missing else ""
+            raise Skipped(f"minicnn at {out['minicnn_path']} has no functional API yet "
+                          f"({', '.join(missing_api)}{missing_layers}; issue 11); the "
+                          f"{args.model} model runs on the peers only")
     if missing:
         raise Skipped(f"minicnn at {out['minicnn_path']} has no layers.{', layers.'.join(missing)}"
-                      f" yet (Dropout comes with issue 10); the {args.model} model runs on the "
+                      f" yet (issue 10 adds Keras's layers); the {args.model} model runs on the "
                       "peers only")
     recipe = _model.recipe(args.model)
     t = time.time()
-    (x_train, y_train), (x_test, y_test) = load_mnist(args.limit)
+    (x_train, y_train), (x_test, y_test) = load_data(args.model, args.limit)
     if recipe["one_hot"]:
         eye = np.eye(10, dtype=np.float32)
         y_train, y_test = eye[y_train], eye[y_test]
@@ -181,8 +244,11 @@ def run_minicnn(args, clock, out):
             clock.batch_end()
 
     minicnn.set_random_seed(args.seed)
-    model = models.Sequential(_model.keras_layers(layers, args.model))
-    model.build(_model.INPUT_SHAPE)
+    if api is not None:
+        model = _model.functional_model(api, args.model)
+    else:
+        model = models.Sequential(_model.keras_layers(layers, args.model))
+        model.build(_model.INPUT_SHAPE)
     model.compile(optimizer="adam", loss=recipe["loss"], metrics=["accuracy"])
     fit_kwargs = {}
     profiled = args.profile and minicnn_profile_supported(model)
@@ -267,7 +333,7 @@ def run_keras(args, clock, out):
         out["compute"] = "XLA CPU"
     recipe = _model.recipe(args.model)
     t = time.time()
-    (x_train, y_train), (x_test, y_test) = load_mnist(args.limit)
+    (x_train, y_train), (x_test, y_test) = load_data(args.model, args.limit)
     if recipe["one_hot"]:
         y_train = keras.utils.to_categorical(y_train, 10)
         y_test = keras.utils.to_categorical(y_test, 10)
@@ -284,8 +350,11 @@ def run_keras(args, clock, out):
             clock.batch_end()
 
     keras.utils.set_random_seed(args.seed)
-    model = keras.Sequential([keras.Input(shape=_model.INPUT_SHAPE),
-                              *_model.keras_layers(keras.layers, args.model)])
+    if _model.is_graph(args.model):
+        model = _model.functional_model(keras, args.model)
+    else:
+        model = keras.Sequential([keras.Input(shape=_model.INPUT_SHAPE),
+                                  *_model.keras_layers(keras.layers, args.model)])
     model.compile(optimizer="adam", loss=recipe["loss"], metrics=["accuracy"])
     out["config"]["jit_compile"] = str(getattr(model, "jit_compile", None))
     t = time.perf_counter()
@@ -327,6 +396,58 @@ def torch_model(specs, nn):
     return nn.Sequential(*modules)
 
 
+def torch_graph_model(nodes, nn):
+    """An nn.Module running graph nodes (benchmarks/_model.py) in order, NCHW; logits out
+    (the last Dense's softmax is in the loss). 'same' padding is k // 2 on every side: for
+    stride 2 on an even size Keras pads only the bottom/right, so the windows sit one pixel
+    apart, the output sizes and the work are the same."""
+    shapes = {}
+
+    class Graph(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.order = []
+            self.ops = nn.ModuleDict()
+            for node, op, inputs, params in nodes:
+                self.order.append((node, op, inputs))
+                if op == "input":
+                    shapes[node] = params["shape"]
+                    continue
+                shape = shapes[inputs[0]]
+                if op == "conv":
+                    k, s = params["kernel"], params["strides"]
+                    self.ops[node] = nn.Conv2d(shape[2], params["filters"], k, stride=s,
+                                               padding=k // 2, bias=False)
+                    shape = (-(-shape[0] // s), -(-shape[1] // s), params["filters"])
+                elif op == "bn":
+                    self.ops[node] = nn.BatchNorm2d(shape[2], eps=KERAS_BN_EPSILON,
+                                                    momentum=1 - KERAS_BN_MOMENTUM)
+                elif op == "relu":
+                    self.ops[node] = nn.ReLU()
+                elif op == "gap":
+                    self.ops[node] = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+                    shape = (shape[2],)
+                elif op == "dense":
+                    self.ops[node] = nn.Linear(shape[0], params["units"])
+                    shape = (params["units"],)
+                elif op != "add":
+                    raise ValueError(f"torch_graph_model: unknown op {op!r}")
+                shapes[node] = shape
+
+        def forward(self, x):
+            values = {}
+            for node, op, inputs in self.order:
+                if op == "input":
+                    values[node] = x
+                elif op == "add":
+                    values[node] = values[inputs[0]] + values[inputs[1]]
+                else:
+                    values[node] = self.ops[node](values[inputs[0]])
+            return values[node]
+
+    return Graph()
+
+
 def run_torch(args, clock, out):
     """Train the model with PyTorch (CPU): glorot-uniform weights, zero biases,
     Adam(lr=1e-3, eps=1e-7 as Keras), cross-entropy on logits (class indices; for the
@@ -351,7 +472,7 @@ def run_torch(args, clock, out):
                      "mkldnn": bool(torch.backends.mkldnn.is_available())}
     out["compute"] = (f"PyTorch's own MKL / oneDNN ({out['config']['cpu_capability']})")
     t = time.time()
-    (x_train, y_train), (x_test, y_test) = load_mnist(args.limit)
+    (x_train, y_train), (x_test, y_test) = load_data(args.model, args.limit)
 
     def to_tensor(x):
         # NHWC float64 -> NCHW float32 tensor in the chosen memory layout.
@@ -366,11 +487,15 @@ def run_torch(args, clock, out):
 
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    model = torch_model(_model.specs(args.model), nn)
+    if _model.is_graph(args.model):
+        model = torch_graph_model(_model.specs(args.model), nn)
+    else:
+        model = torch_model(_model.specs(args.model), nn)
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_uniform_(module.weight)  # glorot uniform, same fans as Keras
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
     model = model.to(memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=KERAS_EPSILON)
     loss_fn = nn.CrossEntropyLoss()
@@ -513,9 +638,12 @@ def run_jax(args, clock, out):
     out["config"] = {"devices": [d.platform.upper() for d in jax.devices()],
                      "jit": "whole train step"}
     out["compute"] = "XLA CPU"
+    if _model.is_graph(args.model):
+        raise Skipped(f"the JAX peer builds layer lists only; the {args.model} graph (and "
+                      "BatchNormalization's moving statistics) is not written for it")
     recipe = _model.recipe(args.model)
     t = time.time()
-    (x_train, y_train), (x_test, y_test) = load_mnist(args.limit)
+    (x_train, y_train), (x_test, y_test) = load_data(args.model, args.limit)
     x_all = jnp.asarray(x_train.astype(np.float32))
     y_all = jnp.asarray(y_train.astype(np.int32))
     x_test32 = x_test.astype(np.float32)
@@ -626,7 +754,7 @@ def main(argv=None):
         print(RESULT_PREFIX + json.dumps(out), flush=True)
         return
     out["epoch_s"] = clock.epoch_s
-    out["train_images"] = 60000 if args.limit is None else min(args.limit, 60000)
+    out["train_images"] = _model.train_images(args.model, args.limit)
     out["flops_per_image"] = _model.training_flops_per_image(args.model)
     out["first_batch_s"] = (clock.first_batch_end - spawn) if clock.first_batch_end else None
     if args.no_predict:

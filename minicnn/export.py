@@ -297,6 +297,30 @@ class OnnxFormat:
     emit: Callable
 
 
+def _emit_merge(graph, layer, xs):
+    op = {"Add": "Sum", "Average": "Mean", "Maximum": "Max"}.get(type(layer).__name__)
+    if op is not None:
+        return graph.node(op, xs, layer.name)
+    if type(layer).__name__ == "Subtract":
+        return graph.node("Sub", xs, layer.name)
+    y = xs[0]  # Multiply: ONNX's Mul takes two inputs
+    for x in xs[1:]:
+        y = graph.node("Mul", [y, x], layer.name)
+    return y
+
+
+def _emit_concatenate(graph, layer, xs):
+    rank = len(layer.output_shape)
+    return graph.node("Concat", xs, layer.name, axis=layer.axis % rank)
+
+
+def _emit_model(graph, layer, x):
+    """A model used as a layer: its graph, inline."""
+    (y,) = _emit_graph(graph, layer.model._graph, [(x, graph.layout)])
+    name, graph.layout = y
+    return name
+
+
 def _activation_layout(layer):
     name = _config(layer).get("activation") or type(layer).__name__.lower()
     return "NHWC" if name == "softmax" else "any"
@@ -321,11 +345,59 @@ ONNX_LAYERS = {
     "LeakyReLU": OnnxFormat("any", _emit_relu),
     "Softmax": OnnxFormat("NHWC", _emit_softmax),
     "BatchNormalization": OnnxFormat(_batch_norm_layout, _emit_batch_normalization),
-    # Dropout is the identity at inference; an input layer adds nothing to the graph.
-    "Dropout": OnnxFormat("any", _emit_identity),
+    "Dropout": OnnxFormat("any", _emit_identity),  # the identity at inference
     "Rescaling": OnnxFormat("any", _emit_rescaling),
-    "InputLayer": OnnxFormat("any", _emit_identity),
+    "Add": OnnxFormat("any", _emit_merge),
+    "Subtract": OnnxFormat("any", _emit_merge),
+    "Multiply": OnnxFormat("any", _emit_merge),
+    "Average": OnnxFormat("any", _emit_merge),
+    "Maximum": OnnxFormat("any", _emit_merge),
+    "Concatenate": OnnxFormat("NHWC", _emit_concatenate),
+    "InputLayer": OnnxFormat("any", _emit_identity),  # a graph input, never a node
+    "ModelLayer": OnnxFormat("any", _emit_model),
 }
+
+
+def _rank(shape):
+    return len(shape[0]) if shape and isinstance(shape[0], (list, tuple)) else len(shape)
+
+
+def _emit_graph(graph, model_graph, inputs):
+    """Emit the nodes of a minicnn graph.Graph; inputs: [(onnx name, layout)] per model input
+    -> [(onnx name, layout)] per output. Each value is transposed at most once per layout."""
+    values = dict(zip(model_graph.inputs, inputs, strict=True))
+    converted = {}
+
+    def take(value, layout, rank):
+        name, current = values[value]
+        if rank != 4 or layout == "any" or layout == current:
+            return name, current
+        key = (value, layout)
+        if key not in converted:
+            graph.layout = current
+            converted[key] = graph.to_layout(name, layout, rank)
+        return converted[key], layout
+
+    for node in model_graph.nodes:
+        layer = node.layer
+        entry = ONNX_LAYERS.get(type(layer).__name__)
+        if entry is None:
+            raise ValueError(
+                f"to_onnx: {layer.where} has no ONNX form in minicnn/export.py (it knows "
+                f"{', '.join(ONNX_LAYERS)}); add an OnnxFormat line to ONNX_LAYERS.")
+        layout = entry.layout(layer) if callable(entry.layout) else entry.layout
+        rank = _rank(layer.input_shape)
+        if node.as_list:
+            first_layout = values[node.inputs[0]][1]
+            target = first_layout if layout == "any" else layout
+            names = [take(v, target, rank)[0] for v in node.inputs]
+            graph.layout = target if rank == 4 else first_layout
+            y = entry.emit(graph, layer, names)
+        else:
+            x, graph.layout = take(node.inputs[0], layout, rank)
+            y = entry.emit(graph, layer, x)
+        values[node.output] = (y, graph.layout)
+    return [values[v] for v in model_graph.outputs]
 
 
 def _per_sample(shape):
@@ -346,31 +418,31 @@ def to_onnx_model(model):
         raise ValueError(f"to_onnx: the model computes in {np.dtype(model.dtype)}; export a "
                          "float32 model (the dtype minicnn trains in).")
     graph = _Graph(onnx)
-    x = INPUT_NAME
-    for layer in model.layers:
-        entry = ONNX_LAYERS.get(type(layer).__name__)
-        if entry is None:
-            raise ValueError(
-                f"to_onnx: {layer.where} has no ONNX form in minicnn/export.py (it knows "
-                f"{', '.join(ONNX_LAYERS)}); add an OnnxFormat line to ONNX_LAYERS.")
-        layout = entry.layout(layer) if callable(entry.layout) else entry.layout
-        x = graph.to_layout(x, layout, len(_per_sample(layer.input_shape)) + 1)
-        x = entry.emit(graph, layer, x)
-    x = graph.to_layout(x, "NHWC", len(_per_sample(model.output_shape)) + 1)
-    graph.nodes.append(onnx.helper.make_node("Identity", [x], [OUTPUT_NAME], name=OUTPUT_NAME))
+    n_in, n_out = len(model._graph.inputs), len(model._graph.outputs)
+    in_names = [INPUT_NAME] if n_in == 1 else [f"{INPUT_NAME}_{i}" for i in range(n_in)]
+    out_names = [OUTPUT_NAME] if n_out == 1 else [f"{OUTPUT_NAME}_{i}" for i in range(n_out)]
+    in_shapes = [model.input_shape] if model._single_input else model.input_shape
+    out_shapes = [model.output_shape] if model._single_output else model.output_shape
+    results = _emit_graph(graph, model._graph, [(name, "NHWC") for name in in_names])
+    for (x, layout), name, shape in zip(results, out_names, out_shapes, strict=True):
+        graph.layout = layout
+        x = graph.to_layout(x, "NHWC", len(shape))
+        graph.nodes.append(onnx.helper.make_node("Identity", [x], [name], name=name))
 
     def value_info(name, shape):
         return onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
                                                   ["N", *shape])
     proto = onnx.helper.make_model(
         onnx.helper.make_graph(graph.nodes, model.name,
-                               [value_info(INPUT_NAME, _per_sample(model.input_shape))],
-                               [value_info(OUTPUT_NAME, _per_sample(model.output_shape))],
+                               [value_info(n, _per_sample(s)) for n, s in
+                                zip(in_names, in_shapes, strict=True)],
+                               [value_info(n, _per_sample(s)) for n, s in
+                                zip(out_names, out_shapes, strict=True)],
                                graph.initializers),
         producer_name="minicnn", producer_version=__version__,
         opset_imports=[onnx.helper.make_opsetid("", OPSET)],
-        doc_string=f"minicnn model {model.name!r}: input NHWC float32 (N, "
-                   f"{', '.join(map(str, _per_sample(model.input_shape)))}).")
+        doc_string=f"minicnn model {model.name!r}: inputs NHWC float32 "
+                   f"{[('N', *_per_sample(s)) for s in in_shapes]}.")
     proto.ir_version = IR_VERSION
     onnx.checker.check_model(proto, full_check=True)
     return proto

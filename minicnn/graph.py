@@ -35,12 +35,14 @@ __all__ = ["Node", "Graph", "Context", "Tape", "WorkspaceStore", "run_forward", 
 
 
 class Node:
-    """One call of `layer` in a graph: it reads values `inputs` and writes value `output`."""
+    """One call of `layer` in a graph: it reads values `inputs` and writes value `output`.
+    as_list: the layer takes its inputs as a list (merge layers), even a list of one."""
 
-    __slots__ = ("layer", "inputs", "output", "index")
+    __slots__ = ("layer", "inputs", "output", "index", "as_list")
 
-    def __init__(self, layer, inputs, output, index):
+    def __init__(self, layer, inputs, output, index, as_list=False):
         self.layer, self.inputs, self.output, self.index = layer, tuple(inputs), output, index
+        self.as_list = as_list or len(self.inputs) > 1
 
     def __repr__(self):
         return f"<Node {self.index}: {self.layer.name} {self.inputs} -> {self.output}>"
@@ -215,7 +217,7 @@ def run_forward(graph, inputs, training=False, store=None, seed=None, input_grad
     profiler = tape.profiler
     for node in graph.nodes:
         layer = node.layer
-        if len(node.inputs) == 1:
+        if not node.as_list:
             x = values[node.inputs[0]]
             input_key = (x.shape, x.dtype.char)
         else:
@@ -275,7 +277,7 @@ def run_backward(tape, output_grads, logits_outputs=()):
                 key = id(layer.params[name])
                 param_grads[key] = g if key not in param_grads else param_grads[key] + g
         if ctx.need_input_grad:
-            if len(node.inputs) == 1:
+            if not node.as_list:
                 _accumulate(grads, node.inputs[0], dx)
             else:
                 for value, g in zip(node.inputs, dx, strict=True):

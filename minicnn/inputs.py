@@ -211,27 +211,61 @@ def check_sample_weights(sample_weight, class_weight, y, n, where):
     return weights
 
 
+def n_samples(data):
+    """Rows of an array, or of the first of a list of arrays (a multi-input model's x)."""
+    return len(data[0]) if isinstance(data, list) else len(data)
+
+
+def rows(data, start, stop):
+    """data[start:stop] of an array or of each array in a list."""
+    if isinstance(data, list):
+        return [d[start:stop] for d in data]
+    return data[start:stop]
+
+
+def as_batch(data, dtype):
+    """One batch as C-contiguous `dtype` arrays (each array of a list)."""
+    if isinstance(data, list):
+        return [np.ascontiguousarray(d, dtype=dtype) for d in data]
+    return np.ascontiguousarray(data, dtype=dtype)
+
+
 class BatchGatherer:
     """Copies the samples of one batch into reused buffers, converting x's dtype on the way
-    (a float64 data set is never copied whole)."""
+    (a float64 data set is never copied whole). x and y may be lists of arrays (several
+    inputs or outputs)."""
 
     def __init__(self, x, y, weights, size, dtype):
         self.x, self.y, self.weights = x, y, weights
-        self.x_batch = np.empty((size, *x.shape[1:]), dtype=dtype)
-        self.y_batch = np.empty((size, *y.shape[1:]), dtype=y.dtype)
+        self.x_batch = [self._buffer(a, size, dtype) for a in _listed(x)]
+        self.y_batch = [self._buffer(a, size, a.dtype) for a in _listed(y)]
         self.w_batch = None if weights is None else np.empty(size, dtype=dtype)
+
+    @staticmethod
+    def _buffer(array, size, dtype):
+        return np.empty((size, *array.shape[1:]), dtype=dtype)
 
     def gather(self, index):
         """(x, y) or (x, y, sample_weight) of the samples `index`, views of the buffers."""
         m = len(index)
-        xb, yb = self.x_batch[:m], self.y_batch[:m]
-        if self.x.dtype == xb.dtype:
-            np.take(self.x, index, axis=0, out=xb)
-        else:
-            xb[...] = self.x[index]
-        np.take(self.y, index, axis=0, out=yb)
+        xs = [_take(a, index, b[:m]) for a, b in zip(_listed(self.x), self.x_batch, strict=True)]
+        ys = [_take(a, index, b[:m]) for a, b in zip(_listed(self.y), self.y_batch, strict=True)]
+        xb = xs if isinstance(self.x, list) else xs[0]
+        yb = ys if isinstance(self.y, list) else ys[0]
         if self.weights is None:
             return xb, yb
         wb = self.w_batch[:m]
         wb[...] = self.weights[index]
         return xb, yb, wb
+
+
+def _listed(data):
+    return data if isinstance(data, list) else [data]
+
+
+def _take(array, index, out):
+    if array.dtype == out.dtype:
+        np.take(array, index, axis=0, out=out)
+    else:
+        out[...] = array[index]
+    return out

@@ -142,8 +142,12 @@ LAYERS = [
                 _batch_norm_weights),
     LayerFormat("Dropout", "Dropout", ("rate", "noise_shape", "seed")),
     LayerFormat("Rescaling", "Rescaling", ("scale", "offset")),
-    # A model's InputLayer becomes the Sequential's InputLayer entry (see _config_json).
-    LayerFormat("InputLayer", "InputLayer", ("batch_shape", "sparse")),
+    LayerFormat("Add", "Add"),
+    LayerFormat("Subtract", "Subtract"),
+    LayerFormat("Multiply", "Multiply"),
+    LayerFormat("Average", "Average"),
+    LayerFormat("Maximum", "Maximum"),
+    LayerFormat("Concatenate", "Concatenate", ("axis",)),
 ]
 _BY_MINICNN = {entry.minicnn_class: entry for entry in LAYERS}
 _BY_KERAS = {entry.keras_class: entry for entry in LAYERS}
@@ -354,59 +358,138 @@ def _optimizer_variables(model):
     return values
 
 
-def _body_layers(model):
-    """The model's layers without a leading InputLayer (written as Keras's own InputLayer)."""
-    layers = model.layers
-    return layers[1:] if layers and type(layers[0]).__name__ == "InputLayer" else layers
+def _model_spec(model, where):
+    """Keras's JSON of `model` (Sequential or Functional, nested models inside) and, in the
+    same order as Keras's model.layers, [(layer, entry or None, nested writer)] for the
+    weights file."""
+    names = [layer.name for layer in model.layers]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{where}: two layers are named {duplicates[0]!r}; Keras needs "
+                         "unique layer names. Rename one.")
+    dtype = np.dtype(model.dtype).name
+    if type(model).__name__ == "Sequential":
+        return _sequential_spec(model, where, dtype)
+    return _functional_spec(model, where, dtype)
 
 
-def _config_json(model, where):
-    layer_specs, entries = [], []
+def _layer_spec(layer, where):
+    """(spec, plan entry) of one layer, or of a model used as a layer."""
+    if hasattr(layer, "model") and type(layer).__name__ == "ModelLayer":
+        spec, plan = _model_spec(layer.model, where)
+        return spec, (layer, None, plan)
+    entry, config = _keras_layer_config(layer, where)
+    spec = {"module": "keras.layers", "class_name": entry.keras_class, "config": config,
+            "registered_name": None,
+            "build_config": {"input_shape": _shape_json(layer.input_shape)}}
+    return spec, (layer, entry, None)
+
+
+def _shape_json(shape):
+    if shape and isinstance(shape[0], (list, tuple)):
+        return [_batch_shape(s) for s in shape]
+    return _batch_shape(shape)
+
+
+def _input_layer_spec(name, shape, dtype):
+    return {"module": "keras.layers", "class_name": "InputLayer",
+            "config": {"batch_shape": _batch_shape(shape), "dtype": dtype, "sparse": False,
+                       "name": name}, "registered_name": None}
+
+
+def _sequential_spec(model, where, dtype):
     names = {layer.name for layer in model.layers}
     input_name = next(n for n in ("input_layer", *(f"input_layer_{i}" for i in range(1, 1000)))
                       if n not in names)
-    if len(_body_layers(model)) < len(model.layers):
-        input_name = model.layers[0].name
-    dtype = np.dtype(model.layers[0].dtype).name
-    layer_specs.append({"module": "keras.layers", "class_name": "InputLayer",
-                        "config": {"batch_shape": _batch_shape(model.input_shape),
-                                   "dtype": dtype, "sparse": False, "name": input_name},
-                        "registered_name": None})
-    seen = set()
-    for layer in _body_layers(model):
-        if layer.name in seen:
-            raise ValueError(f"{where}: two layers are named {layer.name!r}; Keras needs "
-                             "unique layer names. Rename one.")
-        seen.add(layer.name)
-        entry, config = _keras_layer_config(layer, where)
-        entries.append(entry)
-        layer_specs.append({"module": "keras.layers", "class_name": entry.keras_class,
-                            "config": config, "registered_name": None,
-                            "build_config": {"input_shape": _batch_shape(layer.input_shape)}})
+    layer_specs, plan = [_input_layer_spec(input_name, model.input_shape, dtype)], []
+    for layer in model.layers:
+        spec, item = _layer_spec(layer, where)
+        layer_specs.append(spec)
+        plan.append(item)
     build_shape = _batch_shape(model.input_shape)
     document = {"module": "keras", "class_name": "Sequential",
                 "config": {"name": model.name, "trainable": True,
                            "dtype": _dtype_policy(dtype), "layers": layer_specs,
                            "build_input_shape": build_shape},
-                "registered_name": None, "build_config": {"input_shape": build_shape},
-                "compile_config": _compile_config(model) if model.loss is not None else None}
-    return json.dumps(document), entries
+                "registered_name": None, "build_config": {"input_shape": build_shape}}
+    return document, plan
 
 
-def _weights_h5(model, entries):
+def _tensor_json(tensor, node_index):
+    history = [tensor.layer.name, node_index.get(id(tensor.node), 0), 0]
+    return {"class_name": "__keras_tensor__",
+            "config": {"shape": list(tensor.shape), "dtype": tensor.dtype.name,
+                       "keras_history": history}}
+
+
+def _functional_spec(model, where, dtype):
+    node_index = {id(n): i for layer in model.layers for i, n in enumerate(layer._inbound_nodes)}
+    in_model = {id(n) for n in model._symbolic_nodes}
+    layer_specs, plan = [], []
+    for layer in model.layers:
+        if type(layer).__name__ == "InputLayer":
+            spec = _input_layer_spec(layer.name, layer.output_shape, dtype)
+            item = (layer, None, None)
+        else:
+            spec, item = _layer_spec(layer, where)
+        calls = []
+        for node in layer._inbound_nodes:
+            if id(node) in in_model:
+                args = [_tensor_json(t, node_index) for t in node.inputs]
+                calls.append({"args": [args] if node.as_list else args, "kwargs": {}})
+        spec["name"] = layer.name
+        spec["inbound_nodes"] = calls
+        layer_specs.append(spec)
+        plan.append(item)
+
+    def refs(tensors, single):
+        items = [[t.layer.name, node_index.get(id(t.node), 0), 0] for t in tensors]
+        return items[0] if single else items
+
+    document = {"module": "keras.src.models.functional", "class_name": "Functional",
+                "config": {"name": model.name, "trainable": True, "layers": layer_specs,
+                           "input_layers": refs(model.inputs, model._single_input),
+                           "output_layers": refs(model.outputs, model._single_output)},
+                "registered_name": "Functional", "build_config": {"input_shape": None}}
+    return document, plan
+
+
+def _config_json(model, where):
+    document, plan = _model_spec(model, where)
+    document["compile_config"] = _compile_config(model) if model.loss is not None else None
+    return json.dumps(document), plan
+
+
+def _write_layers(h5, group, plan):
+    """layers/<key>/vars/<i> for every layer in `plan` (nested models: <key>/layers/...)."""
+    keys = _weight_groups([_plan_class(item) for item in plan])  # 'layers/<key>'
+    for (layer, entry, nested), key in zip(plan, keys, strict=True):
+        path = f"{group}/{key.split('/', 1)[1]}"
+        variables = h5.require_group(path).create_group("vars")
+        variables.attrs["name"] = layer.name
+        if nested is not None:
+            h5.require_group(f"{path}/layers")
+            _write_layers(h5, f"{path}/layers", nested)
+        elif entry is not None:
+            for i, name in enumerate(entry.weights(layer, _per_sample(layer.input_shape))):
+                variables.create_dataset(str(i), data=layer.params[name])
+
+
+def _plan_class(item):
+    layer, entry, nested = item
+    if nested is not None:
+        return type(layer.model).__name__
+    return entry.keras_class if entry is not None else type(layer).__name__
+
+
+def _weights_h5(model, plan):
     import h5py
 
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as h5:
         h5.create_group("vars").attrs["name"] = model.name
-        groups = _weight_groups([entry.keras_class for entry in entries])
         h5.create_group("layers")
-        for layer, entry, group in zip(_body_layers(model), entries, groups, strict=True):
-            variables = h5.create_group(group).create_group("vars")
-            variables.attrs["name"] = layer.name
-            order = entry.weights(layer, _per_sample(layer.input_shape))
-            for i, name in enumerate(order):
-                variables.create_dataset(str(i), data=layer.params[name])
+        _write_layers(h5, "layers", plan)
         if model.loss is not None:
             variables = h5.create_group("optimizer").create_group("vars")
             variables.attrs["name"] = model.optimizer.get_config()["name"]
@@ -635,7 +718,212 @@ class _Weights:
                                     f"{exc}).") from exc
 
 
-def _build_model(document, weights, archive_bytes, reader):
+def _build_any(document, weights, archive_bytes, reader, prefix="layers"):
+    """A Sequential or Functional document (nested models recursively) -> the model."""
+    class_name = document.get("class_name") if isinstance(document, dict) else None
+    if class_name == "Sequential":
+        return _build_model(document, weights, archive_bytes, reader, prefix)
+    if class_name == "Functional":
+        return _build_functional(document, weights, archive_bytes, reader, prefix)
+    reader.refuse(f"holds a {class_name!r} model; minicnn reads Keras's Sequential and "
+                  "functional (keras.Model(inputs, outputs)) models, not subclassed ones.")
+
+
+def _group_keys(class_names, prefix):
+    return [f"{prefix}/{key.split('/', 1)[1]}" for key in _weight_groups(class_names)]
+
+
+def _nested_document(spec):
+    return isinstance(spec, dict) and spec.get("class_name") in ("Sequential", "Functional") \
+        and spec.get("module") in ("keras", "keras.models", "keras.src.models.functional",
+                                   "keras.src.models.sequential")
+
+
+def _build_functional(document, weights, archive_bytes, reader, prefix):
+    from .functional import InputLayer, Model
+
+    config = document.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+        reader.refuse("has a Functional config without a list of layers.")
+    specs = config["layers"]
+    if not all(isinstance(spec, dict) for spec in specs):
+        reader.refuse("has a layer entry that is not an object.")
+    class_names = [spec.get("class_name") if not _nested_document(spec) else spec["class_name"]
+                   for spec in specs]
+    keys = _group_keys([c if isinstance(c, str) else "?" for c in class_names], prefix)
+    layers, entries = {}, {}
+    for spec, key in zip(specs, keys, strict=True):
+        name = spec.get("name") or (spec.get("config") or {}).get("name")
+        if not isinstance(name, str) or name in layers:
+            reader.refuse(f"has a layer without a unique name ({name!r}).")
+        if spec.get("class_name") == "InputLayer":
+            reader.context = f"InputLayer {name!r}"
+            input_config = spec.get("config") or {}
+            shape = input_config.get("batch_shape") or input_config.get("batch_input_shape")
+            if not isinstance(shape, list) or len(shape) < 2 or not all(
+                    isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape[1:]):
+                reader.refuse(f"has the input shape {shape!r}; minicnn needs fixed positive "
+                              "sizes after the batch axis, e.g. [null, 28, 28, 1].")
+            dtype = _dtype_from_keras(input_config.get("dtype"), reader)
+            layers[name] = InputLayer(batch_shape=shape, dtype=dtype, name=name)
+        elif _nested_document(spec):
+            layers[name] = _build_any(spec, weights, archive_bytes, reader,
+                                      f"{key}/layers").as_layer()
+        else:
+            entry, layer_config = _minicnn_layer_config(spec, reader)
+            from .layers import get_class
+            try:
+                layers[name] = get_class(entry.minicnn_class).from_config(layer_config)
+            except (ValueError, TypeError) as exc:
+                raise reader.error(f"cannot be built in minicnn: {exc}") from exc
+            entries[name] = (entry, key)
+    reader.context = ""
+    tensors = {(n, 0): layer.output for n, layer in layers.items()
+               if isinstance(layer, InputLayer)}
+    calls = []
+    for spec in specs:
+        for index, node in enumerate(spec.get("inbound_nodes") or []):
+            if not isinstance(node, dict) or not isinstance(node.get("args"), list):
+                reader.refuse(f"has a malformed call of layer {spec.get('name')!r}.")
+            calls.append((spec.get("name"), index, node["args"]))
+
+    def history(arg):
+        config = arg.get("config") if isinstance(arg, dict) else None
+        ref = (config or {}).get("keras_history")
+        if not (isinstance(ref, list) and len(ref) == 3 and isinstance(ref[0], str)
+                and isinstance(ref[1], int)):
+            reader.refuse(f"has a layer call reading {arg!r}, not a tensor reference.")
+        return ref[0], ref[1]
+
+    # Shapes first, weights' bytes counted before any layer is built (a hostile file must not
+    # make minicnn allocate what the archive cannot hold).
+    budget = max(_FLOOR_BYTES, _MAX_EXPANSION * archive_bytes)
+    shapes = {key: t.shape for key, t in tensors.items()}
+    planned, pending = [], list(calls)
+    while pending:
+        ready = [c for c in pending if all(history(a) in shapes for a in _flat_args(c[2]))]
+        if not ready:
+            reader.refuse("has layer calls that read tensors no earlier call makes.")
+        for call in ready:
+            pending.remove(call)
+            name, index, args = call
+            layer = layers.get(name)
+            if layer is None or isinstance(layer, InputLayer):
+                reader.refuse(f"calls an unknown layer {name!r}.")
+            as_list = len(args) == 1 and isinstance(args[0], list)
+            in_shapes = [shapes[history(a)] for a in _flat_args(args)]
+            shape = in_shapes if as_list else in_shapes[0]
+            reader.context = f"layer {name!r}"
+            try:
+                if name in entries:
+                    expected = entries[name][0].weights(layer, _per_sample(shape)) \
+                        if not as_list else {}
+                    reader.spent = getattr(reader, "spent", 0) + sum(
+                        math.prod(s) for s in expected.values()) * np.dtype(layer.dtype).itemsize
+                out_shape = layer.compute_output_shape(shape)
+            except (ValueError, TypeError, IndexError) as exc:
+                raise reader.error(f"cannot take inputs of shape {shape}: {exc}") from exc
+            if getattr(reader, "spent", 0) > budget:
+                reader.refuse(f"describes an architecture needing over {reader.spent:,} bytes "
+                              f"of weights, more than a {archive_bytes:,}-byte file can hold; "
+                              "refusing to allocate them.")
+            shapes[(name, index)] = tuple(out_shape)
+            planned.append((name, index, args, as_list))
+    reader.context = ""
+    for name, index, args, as_list in planned:  # now build, by replaying the calls
+        inputs = [tensors[history(a)] for a in _flat_args(args)]
+        try:
+            tensors[(name, index)] = layers[name](inputs if as_list else inputs[0])
+        except (ValueError, TypeError) as exc:
+            raise reader.error(f"does not fit minicnn at layer {name!r}: {exc}") from exc
+
+    def refs(value):
+        if isinstance(value, list) and value and isinstance(value[0], str):
+            return tensors.get((value[0], value[1])), True
+        if isinstance(value, list):
+            return [tensors.get((v[0], v[1])) if isinstance(v, list) and len(v) >= 2
+                    else None for v in value], False
+        return None, True
+
+    inputs, single_in = refs(config.get("input_layers"))
+    outputs, single_out = refs(config.get("output_layers"))
+    if inputs is None or outputs is None or (isinstance(inputs, list) and None in inputs) or (
+            isinstance(outputs, list) and None in outputs):
+        reader.refuse("names input or output layers that the model does not have.")
+    try:
+        model = Model(inputs, outputs, name=config.get("name"))
+    except (ValueError, TypeError) as exc:
+        raise reader.error(f"does not fit minicnn: {exc}") from exc
+    for name, (entry, key) in entries.items():
+        layer = layers[name]
+        reader.context = f"layer {name!r}"
+        expected = entry.weights(layer, _per_sample(layer.input_shape)) if not isinstance(
+            layer.input_shape[0], (list, tuple)) else {}
+        stored = weights.variables(key)
+        if len(stored) != len(expected):
+            reader.refuse(f"stores {len(stored)} weight arrays under {key}/vars; the layer "
+                          f"has {len(expected)} ({', '.join(expected) or 'none'}).")
+        values = {n: weights.read(stored[i], shape) for i, (n, shape) in
+                  enumerate(expected.items())}
+        try:
+            layer.set_weights([values[n] for n in layer.params])
+        except ValueError as exc:
+            raise reader.error(f"does not fit minicnn: {exc}") from exc
+    reader.context = ""
+    return model
+
+
+def _build_sequential_of_models(document, specs, input_shape, weights, archive_bytes, reader,
+                                prefix):
+    """A Sequential holding models as layers: each nested model read recursively, the plain
+    layers as in _build_model (one at a time, their weights checked before they are set)."""
+    from .layers import get_class
+    from .models import Sequential
+
+    if input_shape is None:
+        reader.refuse("holds nested models but no input shape to build the model for.")
+    class_names = [spec["class_name"] if _nested_document(spec) else spec.get("class_name")
+                   for spec in specs]
+    keys = _group_keys([c if isinstance(c, str) else "?" for c in class_names], prefix)
+    from .functional import Input
+    model = Sequential(name=(document.get("config") or {}).get("name"))
+    model.add(Input(shape=input_shape))
+    budget = max(_FLOOR_BYTES, _MAX_EXPANSION * archive_bytes)
+    for spec, key in zip(specs, keys, strict=True):
+        if _nested_document(spec):
+            layer = _build_any(spec, weights, archive_bytes, reader, f"{key}/layers").as_layer()
+            model.add(layer)
+            continue
+        entry, layer_config = _minicnn_layer_config(spec, reader)
+        layer = get_class(entry.minicnn_class).from_config(layer_config)
+        shape = _per_sample(model.output_shape)
+        expected = entry.weights(layer, shape)
+        reader.spent = getattr(reader, "spent", 0) + sum(
+            math.prod(s) for s in expected.values()) * np.dtype(layer.dtype).itemsize
+        if reader.spent > budget:
+            reader.refuse(f"describes an architecture needing over {reader.spent:,} bytes of "
+                          f"weights, more than a {archive_bytes:,}-byte file can hold; "
+                          "refusing to allocate them.")
+        stored = weights.variables(key)
+        if len(stored) != len(expected):
+            reader.refuse(f"stores {len(stored)} weight arrays under {key}/vars; the layer "
+                          f"has {len(expected)}.")
+        for i, wanted in enumerate(expected.values()):
+            weights.check(stored[i], wanted)
+        model.add(layer)
+        layer.set_weights([weights.read(stored[i]) for i in range(len(expected))])
+    reader.context = ""
+    return model
+
+
+def _flat_args(args):
+    """The tensor references of a call's args: [t] or [[t1, t2, ...]] (a merge layer)."""
+    if len(args) == 1 and isinstance(args[0], list):
+        return args[0]
+    return args
+
+
+def _build_model(document, weights, archive_bytes, reader, prefix="layers"):
     from .layers import get_class
     from .models import Sequential
 
@@ -652,20 +940,21 @@ def _build_model(document, weights, archive_bytes, reader):
         specs = specs[1:]
     if not specs:
         reader.refuse("holds a model without layers.")
+    if any(_nested_document(spec) for spec in specs):
+        return _build_sequential_of_models(document, specs, input_shape, weights,
+                                           archive_bytes, reader, prefix)
     made = []
-    for i, spec in enumerate(specs):
+    for spec in specs:
         entry, layer_config = _minicnn_layer_config(spec, reader)
-        if i == 0 and input_shape is not None:
-            layer_config["input_shape"] = list(input_shape)
         try:
             made.append((entry, get_class(entry.minicnn_class).from_config(layer_config)))
         except (ValueError, TypeError) as exc:
             raise reader.error(f"cannot be built in minicnn: {exc}") from exc
     reader.context = ""
     layers = [layer for _, layer in made]
-    groups = _weight_groups([entry.keras_class for entry, _ in made])
-    for name in (weights.group("layers") or {}):
-        if f"layers/{name}" not in groups:
+    groups = _group_keys([entry.keras_class for entry, _ in made], prefix)
+    for name in (weights.group(prefix) or {}):
+        if f"{prefix}/{name}" not in groups:
             reader.refuse(f"holds weights for layers/{name}, which the architecture does not "
                           "have; the weights belong to a different model.")
     if input_shape is None:  # never built in Keras: no shapes, no weights
@@ -676,7 +965,7 @@ def _build_model(document, weights, archive_bytes, reader):
     # Check every stored array against the shape the architecture needs, and the total
     # against what the file can hold, before anything is allocated.
     budget = max(_FLOOR_BYTES, _MAX_EXPANSION * archive_bytes)
-    shape, needed, planned = input_shape, 0, []
+    shape, needed, planned = input_shape, getattr(reader, "spent", 0), []
     for (entry, layer), group in zip(made, groups, strict=True):
         reader.context = f"layer {layer.name!r}, {entry.keras_class}"
         try:
@@ -701,9 +990,11 @@ def _build_model(document, weights, archive_bytes, reader):
             weights.check(stored[i], wanted)
         planned.append((layer, expected, stored))
         shape = next_shape
+    reader.spent = needed
     reader.context = ""
     try:
         model = Sequential(layers, name=config.get("name"))
+        model.build((None, *input_shape))
     except ValueError as exc:
         raise reader.error(f"does not fit minicnn: {exc}") from exc
     for layer, expected, stored in planned:
@@ -866,14 +1157,10 @@ def load_keras(path, where="load_model"):
         document = _read_json(archive, CONFIG_FILE, reader)
         if not isinstance(document, dict):
             reader.refuse(f"has a {CONFIG_FILE} that is not a JSON object.")
-        class_name = document.get("class_name")
-        if class_name != "Sequential":
-            reader.refuse(f"holds a {class_name!r} model; minicnn reads keras.Sequential models "
-                          "only (the functional API and subclassed models are not supported).")
         limit = max(_FLOOR_BYTES, _MAX_EXPANSION * archive_bytes)
         weights = _Weights(_read_member(archive, WEIGHTS_FILE, limit, reader), reader)
     try:
-        model = _build_model(document, weights, archive_bytes, reader)
+        model = _build_any(document, weights, archive_bytes, reader)
         _restore_compile(model, document, weights, reader)
     finally:
         weights.close()

@@ -28,11 +28,14 @@ from .callbacks import CallbackList, History, Progbar, ProgbarLogger
 from .graph import run_forward
 from .inputs import (
     BatchGatherer,
+    as_batch,
     check_sample_weights,
     check_validation_split,
     check_verbose,
     check_x,
     check_y,
+    n_samples,
+    rows,
 )
 from .layers.base import unique_name
 from .ops.threads import blas_threads
@@ -83,6 +86,70 @@ def unpack_data(data):
                      f"tuple of {len(data)}.")
 
 
+def _loss_and_gradient(loss_fn, layer, y, y_pred, sample_weight, tape, position):
+    """One output's (loss, dy, from_logits): from the softmax's logits when the output layer
+    ends in the activation the loss can take them from (see compute_loss_and_gradient)."""
+    shortcut = loss_fn.logits_activation
+    if tape is not None and shortcut is not None and layer.output_activation == shortcut:
+        loss, dlogits = loss_fn.value_and_gradient_from_logits(
+            y, tape.output_logits(position), sample_weight)
+        return loss, dlogits, True
+    loss, dy = loss_fn.value_and_gradient(y, y_pred, sample_weight)
+    return loss, dy, False
+
+
+class _Shapes:
+    """What check_x/check_y read of a model, for one input or output of a multi-io model."""
+
+    built = True
+
+    def __init__(self, shape, dtype, loss=None):
+        self.input_shape = self.output_shape = shape
+        self.dtype, self.loss = dtype, loss
+
+
+def _as_list(data, names, arg, where, kind="inputs"):
+    """A list (in order) or a dict (by name) of per-input/-output arrays -> a list."""
+    if isinstance(data, dict):
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise ValueError(f"{where}: {arg} has no entry for {missing}; the model's names are "
+                             f"{names}.")
+        return [data[n] for n in names]
+    if not isinstance(data, (list, tuple)) or len(data) != len(names):
+        got = len(data) if isinstance(data, (list, tuple)) else f"one {type(data).__name__}"
+        raise ValueError(f"{where}: the model has {len(names)} {kind} {names}, so {arg} must "
+                         f"be a list of {len(names)} arrays or a dict by name; got {got}.")
+    return list(data)
+
+
+def _per_output(value, names, arg, nested=False):
+    """compile's one-for-all / list / dict forms -> a list in output order."""
+    if isinstance(value, dict):
+        unknown = set(value) - set(names)
+        if unknown:
+            raise ValueError(f"compile: {arg} names unknown outputs {sorted(unknown)}; the "
+                             f"outputs are {names}.")
+        default = [] if nested else None
+        out = [value.get(name, default) for name in names]
+        if not nested and any(v is None for v in out):
+            missing = [n for n, v in zip(names, out, strict=True) if v is None]
+            raise ValueError(f"compile: {arg} has no entry for the outputs {missing}.")
+        return [list(v) if nested and isinstance(v, (list, tuple)) else
+                ([v] if nested else v) for v in out]
+    if isinstance(value, (list, tuple)) and not nested:
+        if len(value) != len(names):
+            raise ValueError(f"compile: {len(value)} {arg} for a model with {len(names)} "
+                             f"outputs {names}; give one per output, or a dict by name.")
+        return list(value)
+    if nested:
+        items = list(value)
+        if len(items) == len(names) and all(isinstance(v, (list, tuple)) for v in items):
+            return [list(v) for v in items]
+        return [items for _ in names]
+    return [value for _ in names]
+
+
 class Model:
     """A graph of layers with Keras's training API (compile, fit, evaluate, predict, ...).
 
@@ -90,7 +157,20 @@ class Model:
     dtype (float32 by default); 'float64' makes every layer float64 (for gradient checks).
     """
 
+    def __new__(cls, *args, **kwargs):
+        # keras.Model(inputs, outputs) builds a functional model, as in Keras.
+        if cls is Model and (args or "inputs" in kwargs or "outputs" in kwargs):
+            from .functional import Functional
+            return super().__new__(Functional)
+        return super().__new__(cls)
+
     def __init__(self, name=None, dtype=None):
+        if type(self) is Model:
+            raise TypeError(
+                "Model: give inputs and outputs, keras.Model(inputs, outputs), built from "
+                "keras.Input(...) and layer calls; or use models.Sequential([...]). Subclassing "
+                "Model with a custom call() is not supported by minicnn (it has no autodiff): "
+                "write a Layer with forward/backward, or override train_step.")
         self.name = name if name is not None else unique_name(type(self).__name__)
         self._dtype_override = None if dtype is None else standardize_dtype(dtype, self.name)
         self._graph = None
@@ -103,6 +183,10 @@ class Model:
         self.history = None
         self.strategy = BatchSplit()
         self._profile = None
+        self._single_input = self._single_output = True
+        self._output_losses = None  # per output: (loss, weight), for multi-output models
+        self._metric_outputs = []  # per compiled metric: the output it watches
+        self._layer_view = None
 
     # -- structure ------------------------------------------------------------------------------
     @property
@@ -194,21 +278,105 @@ class Model:
         """Forward FLOPs per sample, summed over the layer calls."""
         return sum(node.layer.flops() for node in self._graph.nodes) if self.built else 0
 
+    def output_layers(self):
+        """The layer producing each output, in output order."""
+        producer = {node.output: node.layer for node in self._graph.nodes}
+        return [producer.get(v) for v in self._graph.outputs]
+
+    @property
+    def output_names(self):
+        """The names of the output layers (keys of per-output losses, metrics and logs)."""
+        return [layer.name for layer in self.output_layers()]
+
+    @property
+    def trainable(self):
+        """False when no layer trains; setting it sets every layer's (as Keras's)."""
+        return any(layer.trainable for layer in self.layers)
+
+    @trainable.setter
+    def trainable(self, value):
+        value = arguments.boolean(value, "trainable", self.name)
+        for layer in self.layers:
+            layer.trainable = value
+
+    def as_layer(self):
+        """This model as a layer of another model (one object per model: the same weights)."""
+        if self._layer_view is None:
+            from .functional import ModelLayer
+            self._layer_view = ModelLayer(self)
+        return self._layer_view
+
+    # -- data checks --------------------------------------------------------------------------
+    def _check_inputs(self, x, where, convert=True, arg="x"):
+        """check_x for each model input (a list of arrays, or a dict by input name, for a
+        model with several inputs)."""
+        if self._single_input:
+            if isinstance(x, (list, tuple)) and len(x) == 1 and isinstance(x[0], np.ndarray):
+                x = x[0]  # [x] for a model of one input, as Keras takes it
+            return check_x(self, x, where, arg=arg, convert=convert)
+        names = [t.name for t in self.inputs]
+        items = _as_list(x, names, arg, where)
+        checked = [check_x(_Shapes(t.shape, self.dtype), xi, where, arg=f"{arg}[{name!r}]",
+                           convert=convert) for t, xi, name in zip(self.inputs, items, names,
+                                                                     strict=True)]
+        lengths = {len(c) for c in checked}
+        if len(lengths) > 1:
+            raise ValueError(f"{where}: the inputs have different numbers of samples "
+                             f"{[len(c) for c in checked]}; every input needs one row per sample.")
+        return checked
+
+    def _check_targets(self, y, n, where, arg="y"):
+        """check_y for each output (a list in output order, or a dict by output name)."""
+        if self._single_output:
+            return check_y(self, y, n, where, arg=arg)
+        names = self.output_names
+        items = _as_list(y, names, arg, where, "outputs")
+        shapes = self.output_shape
+        return [check_y(_Shapes(shape, self.dtype, loss_fn), yi, n, where, arg=f"{arg}[{name!r}]")
+                for (loss_fn, _), shape, yi, name in zip(self._output_losses, shapes, items, names,
+                                                         strict=True)]
+
     # -- compile --------------------------------------------------------------------------------
-    def compile(self, optimizer="adam", loss=None, metrics=None):
+    def compile(self, optimizer="adam", loss=None, metrics=None, loss_weights=None):
         """Choose the optimizer ('adam', 'sgd' or an instance), the loss (name or instance) and
-        metrics (e.g. ['accuracy'])."""
+        metrics (e.g. ['accuracy']). A model with several outputs takes one loss for all, or a
+        list (output order) or dict (output layer names) of losses; loss_weights and metrics
+        likewise (a plain metrics list applies to every output)."""
         if loss is None:
             raise ValueError(
                 "compile: loss is required, e.g. loss='sparse_categorical_crossentropy'.")
         self.optimizer = optimizers_module.get(optimizer)
-        self.loss = losses_module.get(loss)
-        self.metrics = [metrics_module.get(m, self.loss) for m in (metrics or [])]
+        if self._single_output:
+            self.loss = losses_module.get(loss)
+            self.metrics = [metrics_module.get(m, self.loss) for m in (metrics or [])]
+            self._metric_outputs = [0] * len(self.metrics)
+            self._output_losses = None
+            return
+        names = self.output_names
+        per_loss = _per_output(loss, names, "loss")
+        weights = _per_output(1.0 if loss_weights is None else loss_weights, names,
+                              "loss_weights")
+        self._output_losses = [(losses_module.get(fn), arguments.real(w, "loss_weights",
+                                                                       "compile", minimum=0))
+                               for fn, w in zip(per_loss, weights, strict=True)]
+        self.loss = self._output_losses[0][0]
+        per_metrics = _per_output(metrics or [], names, "metrics", nested=True)
+        self.metrics, self._metric_outputs = [], []
+        for i, (name, wanted) in enumerate(zip(names, per_metrics, strict=True)):
+            for identifier in wanted:
+                metric = metrics_module.get(identifier, self._output_losses[i][0])
+                metric.name = f"{name}_{metric.name}"
+                self.metrics.append(metric)
+                self._metric_outputs.append(i)
+        self._output_trackers = [metrics_module.Mean(name=f"{name}_loss") for name in names]
 
     @property
     def metrics_names(self):
-        """'loss' and the compiled metrics' names, in the order evaluate returns them."""
-        return ["loss", *(m.name for m in self.metrics)]
+        """'loss' (and per-output losses), then the compiled metrics' names, in the order
+        evaluate returns them."""
+        per_output = ([] if self._single_output or self._output_losses is None
+                      else [t.name for t in self._output_trackers])
+        return ["loss", *per_output, *(m.name for m in self.metrics)]
 
     def _require_compiled(self, where):
         if self.loss is None:
@@ -226,9 +394,10 @@ class Model:
         dL/dx (gradient checks).
         """
         seed = int(get_rng().integers(2**63)) if training and self._stochastic else None
-        outputs, tape = self.strategy.forward(self._graph, [x], training, self.flops(), seed,
+        inputs = [x] if self._single_input else list(x)
+        outputs, tape = self.strategy.forward(self._graph, inputs, training, self.flops(), seed,
                                               input_grads)
-        return outputs[0], tape
+        return (outputs[0] if self._single_output else outputs), tape
 
     def backward(self, dy, tape, from_logits=False, return_input_grads=False):
         """Backpropagate dL/d(y_pred) through the tape -> gradients, one per
@@ -238,9 +407,18 @@ class Model:
         (compute_loss_and_gradient's shortcut); that layer then starts below its softmax.
         return_input_grads: also return dL/dx (forward must have had input_grads=True).
         """
-        param_grads, input_grads = self.strategy.backward(tape, [dy], (0,) if from_logits else ())
+        if self._single_output:
+            dys, logits = [dy], ((0,) if from_logits else ())
+        else:
+            dys = list(dy)
+            flags = (from_logits if isinstance(from_logits, (list, tuple))
+                     else [from_logits] * len(dys))
+            logits = tuple(i for i, flag in enumerate(flags) if flag)
+        param_grads, input_grads = self.strategy.backward(tape, dys, logits)
         grads = [param_grads.get(id(w)) for w in self.trainable_weights]
-        return (grads, input_grads[0]) if return_input_grads else grads
+        if not return_input_grads:
+            return grads
+        return grads, (input_grads[0] if self._single_input else input_grads)
 
     def compute_loss_and_gradient(self, y, y_pred, sample_weight=None, tape=None):
         """The batch loss and its gradient -> (loss: float, dy, from_logits: bool).
@@ -250,34 +428,55 @@ class Model:
         is dL/d(logits), as Keras's TensorFlow backend does: stable, and learning never stalls
         on a probability that rounded to 0 (see minicnn/losses.py). Otherwise dy = dL/dy_pred.
         """
-        shortcut = self.loss.logits_activation
-        if (tape is not None and shortcut is not None
-                and self.output_layer.output_activation == shortcut):
-            loss, dlogits = self.loss.value_and_gradient_from_logits(
-                y, tape.output_logits(), sample_weight)
-            return loss, dlogits, True
-        loss, dy = self.loss.value_and_gradient(y, y_pred, sample_weight)
-        return loss, dy, False
+        if not self._single_output:
+            return self._multi_output_loss(y, y_pred, sample_weight, tape)
+        return _loss_and_gradient(self.loss, self.output_layer, y, y_pred, sample_weight, tape,
+                                  0)
+
+    def _multi_output_loss(self, ys, y_preds, sample_weight, tape):
+        """sum_i w_i L_i over the outputs; dy and from_logits per output."""
+        total, dys, flags = 0.0, [], []
+        self._last_output_losses = []
+        for i, ((loss_fn, weight), layer) in enumerate(zip(self._output_losses,
+                                                             self.output_layers(), strict=True)):
+            value, dy, from_logits = _loss_and_gradient(loss_fn, layer, ys[i], y_preds[i],
+                                                        sample_weight, tape, i)
+            total += weight * value
+            dys.append(dy * dy.dtype.type(weight) if weight != 1 else dy)
+            flags.append(from_logits)
+            self._last_output_losses.append(value)
+        return total, dys, flags
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None, loss=None):
         """Update the loss tracker (with `loss`, weighted by the batch size) and the compiled
         metrics with this batch -> logs {name: running value over the epoch so far}."""
+        n = len(y_pred) if self._single_output else len(y_pred[0])
         if loss is not None:
-            self.loss_tracker.update_state(loss, sample_weight=len(y_pred))
-        for metric in self.metrics:
-            metric.update_state(y, y_pred, sample_weight)
+            self.loss_tracker.update_state(loss, sample_weight=n)
+        if self._single_output:
+            for metric in self.metrics:
+                metric.update_state(y, y_pred, sample_weight)
+            return self.get_metrics_result()
+        if loss is not None:
+            for tracker, value in zip(self._output_trackers, self._last_output_losses,
+                                      strict=True):
+                tracker.update_state(value, sample_weight=n)
+        for metric, i in zip(self.metrics, self._metric_outputs, strict=True):
+            metric.update_state(y[i], y_pred[i], sample_weight)
         return self.get_metrics_result()
 
     def get_metrics_result(self):
         """{'loss': ..., metric name: ...}: the running values."""
         logs = {"loss": self.loss_tracker.result()}
+        if not self._single_output and self._output_losses is not None:
+            logs.update((t.name, t.result()) for t in self._output_trackers)
         logs.update((m.name, m.result()) for m in self.metrics)
         return logs
 
     def reset_metrics(self):
         """Start the loss tracker and every metric afresh (fit does so each epoch)."""
         self.loss_tracker.reset_state()
-        for metric in self.metrics:
+        for metric in [*self.metrics, *getattr(self, "_output_trackers", [])]:
             metric.reset_state()
 
     def _phase(self, name):
@@ -341,28 +540,29 @@ class Model:
         verbose = check_verbose(verbose, where)
         shuffle = arguments.boolean(shuffle, "shuffle", where)
         validation_split = check_validation_split(validation_split, where)
-        x = check_x(self, x, where, convert=False)
-        y = check_y(self, y, len(x), where)
-        weights = check_sample_weights(sample_weight, class_weight, y, len(x), where)
+        x = self._check_inputs(x, where, convert=False)
+        y = self._check_targets(y, n_samples(x), where)
+        weights = check_sample_weights(sample_weight, class_weight,
+                                       y if self._single_output else y[0], n_samples(x), where)
         if validation_data is not None:
             val = self._unpack_validation(validation_data)
         elif validation_split > 0:
-            split_at = int(len(x) * (1 - validation_split))
-            if split_at == 0 or split_at == len(x):
+            split_at = int(n_samples(x) * (1 - validation_split))
+            if split_at == 0 or split_at == n_samples(x):
                 raise ValueError(
-                    f"fit: validation_split={validation_split} of {len(x)} samples leaves an "
-                    "empty training or validation set; use more data or another split."
+                    f"fit: validation_split={validation_split} of {n_samples(x)} samples leaves "
+                    "an empty training or validation set; use more data or another split."
                 )
-            val = (x[split_at:], y[split_at:],
+            val = (rows(x, split_at, None), rows(y, split_at, None),
                    None if weights is None else weights[split_at:])
-            x, y = x[:split_at], y[:split_at]
+            x, y = rows(x, 0, split_at), rows(y, 0, split_at)
             weights = None if weights is None else weights[:split_at]
         else:
             val = None
         val_batch_size = batch_size if validation_batch_size is None else arguments.integer(
             validation_batch_size, "validation_batch_size", where, minimum=1)
 
-        n = len(x)
+        n = n_samples(x)
         steps = -(-n // batch_size)
         history = History()
         callback_list = list(callbacks or [])
@@ -391,7 +591,7 @@ class Model:
 
     def _fit_loop(self, x, y, weights, val, batch_size, val_batch_size, epochs, initial_epoch,
                   shuffle, validation_freq, steps, cbs, history):
-        n = len(x)
+        n = n_samples(x)
         batch = BatchGatherer(x, y, weights, min(batch_size, n), self.dtype)
         self.stop_training = False
         logs = {}
@@ -457,11 +657,15 @@ class Model:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise ValueError("fit: validation_data must be a tuple (x_val, y_val) or "
                              "(x_val, y_val, val_sample_weight).")
-        val_x = check_x(self, validation_data[0], "fit", arg="validation_data[0]", convert=False)
-        val_y = check_y(self, validation_data[1], len(val_x), "fit", arg="validation_data[1]")
+        val_x = self._check_inputs(validation_data[0], "fit", convert=False,
+                                   arg="validation_data[0]")
+        val_y = self._check_targets(validation_data[1], n_samples(val_x), "fit",
+                                    arg="validation_data[1]")
         val_w = None
         if len(validation_data) == 3 and validation_data[2] is not None:
-            val_w = check_sample_weights(validation_data[2], None, val_y, len(val_x), "fit")
+            val_w = check_sample_weights(validation_data[2], None,
+                                         val_y if self._single_output else val_y[0],
+                                         n_samples(val_x), "fit")
         return val_x, val_y, val_w
 
     # -- evaluate and predict -------------------------------------------------------------------
@@ -469,11 +673,11 @@ class Model:
         self.reset_metrics()
         cbs.call("on_test_begin", {})
         logs = {}
-        for step, start in enumerate(range(0, len(x), batch_size)):
+        for step, start in enumerate(range(0, n_samples(x), batch_size)):
             stop = start + batch_size
-            xb = np.ascontiguousarray(x[start:stop], dtype=self.dtype)  # per batch: no copy
-            data = (xb, y[start:stop]) if weights is None else (
-                xb, y[start:stop], weights[start:stop].astype(self.dtype))
+            xb = as_batch(rows(x, start, stop), self.dtype)  # per batch: no full-size copy
+            data = (xb, rows(y, start, stop)) if weights is None else (
+                xb, rows(y, start, stop), weights[start:stop].astype(self.dtype))
             cbs.call("on_test_batch_begin", step, {})
             logs = self.test_step(data)
             cbs.call("on_test_batch_end", step, logs)
@@ -491,10 +695,11 @@ class Model:
         batch_size = 32 if batch_size is None else arguments.integer(
             batch_size, "batch_size", where, minimum=1)
         verbose = check_verbose(verbose, where)
-        x = check_x(self, x, where, convert=False)
-        y = check_y(self, y, len(x), where)
-        weights = check_sample_weights(sample_weight, None, y, len(x), where)
-        steps = -(-len(x) // batch_size)
+        x = self._check_inputs(x, where, convert=False)
+        y = self._check_targets(y, n_samples(x), where)
+        weights = check_sample_weights(sample_weight, None, y if self._single_output else y[0],
+                                       n_samples(x), where)
+        steps = -(-n_samples(x) // batch_size)
         bar = Progbar(steps, verbose)
         cbs = CallbackList(list(callbacks or []), self, {"steps": steps, "verbose": verbose})
         with blas_threads():
@@ -516,9 +721,11 @@ class Model:
         batch_size = 32 if batch_size is None else arguments.integer(
             batch_size, "batch_size", where, minimum=1)
         verbose = check_verbose(verbose, where)
-        x = check_x(self, x, where, convert=False)
-        out = np.empty((len(x), *self.output_shape[1:]), dtype=self.dtype)
-        steps = -(-len(x) // batch_size)
+        x = self._check_inputs(x, where, convert=False)
+        n = n_samples(x)
+        shapes = [self.output_shape] if self._single_output else self.output_shape
+        outs = [np.empty((n, *shape[1:]), dtype=self.dtype) for shape in shapes]
+        steps = -(-n // batch_size)
         bar = Progbar(steps, verbose)
         cbs = CallbackList(list(callbacks or []), self, {"steps": steps, "verbose": verbose})
         # Inference keeps nothing for a backward pass, so it runs in larger chunks than the
@@ -527,29 +734,38 @@ class Model:
         with blas_threads():
             self.strategy.refresh()
             cbs.call("on_predict_begin", {})
-            for step, start in enumerate(range(0, len(x), chunk)):
-                xb = np.ascontiguousarray(x[start:start + chunk], dtype=self.dtype)
+            for step, start in enumerate(range(0, n, chunk)):
+                xb = as_batch(rows(x, start, start + chunk), self.dtype)
+                stop = start + n_samples(xb)
                 cbs.call("on_predict_batch_begin", step, {})
-                out[start:start + len(xb)] = self.predict_step((xb,))
-                cbs.call("on_predict_batch_end", step, {"outputs": out[start:start + len(xb)]})
-                bar.update(min(steps, -(-(start + len(xb)) // batch_size)))
+                y_pred = self.predict_step((xb,))
+                for out, part in zip(outs, [y_pred] if self._single_output else y_pred,
+                                     strict=True):
+                    out[start:stop] = part
+                cbs.call("on_predict_batch_end", step,
+                         {"outputs": outs[0][start:stop] if self._single_output
+                          else [o[start:stop] for o in outs]})
+                bar.update(min(steps, -(-stop // batch_size)))
             cbs.call("on_predict_end", {})
         bar.update(steps, finished=True)
-        if not np.isfinite(out).all():
-            bad = int(np.count_nonzero(~np.isfinite(out).all(axis=tuple(range(1, out.ndim)))))
-            raise NonFiniteOutputError(
-                f"predict: the model produced NaN or inf for {bad} of {len(x)} samples. Its "
-                "weights have probably blown up in training (see LossNotFiniteError) or the "
-                "inputs hold extreme values; retrain with a lower learning rate or check x.")
-        return out
+        for out in outs:
+            if not np.isfinite(out).all():
+                bad = int(np.count_nonzero(~np.isfinite(out).all(axis=tuple(range(1, out.ndim)))))
+                raise NonFiniteOutputError(
+                    f"predict: the model produced NaN or inf for {bad} of {n} samples. Its "
+                    "weights have probably blown up in training (see LossNotFiniteError) or "
+                    "the inputs hold extreme values; retrain with a lower learning rate or "
+                    "check x.")
+        return outs[0] if self._single_output else outs
 
     def train_on_batch(self, x, y, sample_weight=None, return_dict=False):
         """One optimizer step on one batch (checked) -> [loss, *metrics] or loss (or a dict)."""
         where = "train_on_batch"
         self._require_compiled(where)
-        x = check_x(self, x, where)
-        y = check_y(self, y, len(x), where)
-        weights = check_sample_weights(sample_weight, None, y, len(x), where)
+        x = self._check_inputs(x, where)
+        y = self._check_targets(y, n_samples(x), where)
+        weights = check_sample_weights(sample_weight, None, y if self._single_output else y[0],
+                                       n_samples(x), where)
         data = (x, y) if weights is None else (x, y, weights.astype(self.dtype))
         self.reset_metrics()
         with blas_threads():
@@ -565,9 +781,10 @@ class Model:
         """Loss and metrics of one batch (checked) -> [loss, *metrics] or loss (or a dict)."""
         where = "test_on_batch"
         self._require_compiled(where)
-        x = check_x(self, x, where)
-        y = check_y(self, y, len(x), where)
-        weights = check_sample_weights(sample_weight, None, y, len(x), where)
+        x = self._check_inputs(x, where)
+        y = self._check_targets(y, n_samples(x), where)
+        weights = check_sample_weights(sample_weight, None, y if self._single_output else y[0],
+                                       n_samples(x), where)
         self.reset_metrics()
         with blas_threads():
             logs = self.test_step((x, y) if weights is None else
@@ -582,23 +799,29 @@ class Model:
 
     def predict_on_batch(self, x):
         """The outputs for one batch, as a new array."""
-        x = check_x(self, x, "predict_on_batch")
+        x = self._check_inputs(x, "predict_on_batch")
         with blas_threads():
-            return np.array(self.predict_step((x,)))
+            y_pred = self.predict_step((x,))
+        return np.array(y_pred) if self._single_output else [np.array(y) for y in y_pred]
 
     def __call__(self, x, training=False):
-        """The outputs for x as a new array (training=True: layers in training mode)."""
-        x = check_x(self, x, "model(x)")
+        """On arrays: the outputs for x as a new array (training=True: layers in training
+        mode). On keras.Input tensors: this model as one layer of a bigger model."""
+        from .functional import call_symbolic, is_symbolic
+        if is_symbolic(x):
+            return call_symbolic(self.as_layer(), x)
+        x = self._check_inputs(x, "model(x)")
         with blas_threads():
             y_pred, tape = self.forward(x, training=bool(training))
-            out = np.array(y_pred)
+            out = (np.array(y_pred) if self._single_output
+                   else [np.array(y) for y in y_pred])
             tape.release()
         return out
 
     def layer_outputs(self, x, names=None):
         """{layer name: its output for x} (inference), for the layers named (default: all);
         as Keras's ``keras.Model(model.inputs, [l.output for l in ...]).predict(x)``."""
-        x = check_x(self, x, "layer_outputs")
+        x = self._check_inputs(x, "layer_outputs")
         wanted = None if names is None else set(names)
         if wanted is not None:
             known = {layer.name for layer in self.layers}
@@ -612,7 +835,7 @@ class Model:
                 outputs[layer.name] = np.array(y)
 
         with blas_threads():
-            run_forward(self._graph, [x], observe=keep)
+            run_forward(self._graph, [x] if self._single_input else list(x), observe=keep)
         return outputs
 
     # -- weights --------------------------------------------------------------------------------
@@ -645,14 +868,27 @@ class Model:
         """Print each layer's name, type, output shape, parameter count and forward FLOPs per
         sample (a multiply-add counts 2), with totals."""
         self._require_built("summary")
-        rows = [(f"{layer.name} ({type(layer).__name__})", str(layer.output_shape),
-                 f"{layer.count_params():,}", f"{layer.flops():,}") for layer in self.layers]
+        connected = type(self).__name__ != "Sequential"
+        rows = []
+        for layer in self.layers:
+            kind = (type(layer.model).__name__ if hasattr(layer, "model")
+                    else type(layer).__name__)
+            row = [f"{layer.name} ({kind})", str(layer.output_shape), f"{layer.count_params():,}",
+                   f"{layer.flops():,}"]
+            if connected:
+                nodes = [n for n in layer._inbound_nodes
+                         if any(n is m for m in getattr(self, "_symbolic_nodes", []))]
+                row.append(", ".join(p for n in nodes for p in n.connected_to()) or "-")
+            rows.append(tuple(row))
         header = ("Layer (type)", "Output Shape", "Param #", "FLOPs/image")
-        widths = [max(len(r[i]) for r in rows + [header]) + 2 for i in range(4)]
+        if connected:
+            header += ("Connected to",)
+        widths = [max(len(r[i]) for r in rows + [header]) + 2 for i in range(len(header))]
+        right_aligned = (False, False, True, True, False)
 
         def line(cells, left, mid, right):
-            parts = [f" {cells[0]:<{widths[0] - 2}} ", f" {cells[1]:<{widths[1] - 2}} ",
-                     f" {cells[2]:>{widths[2] - 2}} ", f" {cells[3]:>{widths[3] - 2}} "]
+            parts = [f" {c:>{w - 2}} " if right_aligned[i] else f" {c:<{w - 2}} "
+                     for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
             return left + mid.join(parts) + right
 
         def rule(left, mid, right, fill):
@@ -697,4 +933,5 @@ def load_model(path):
 
 
 # Sequential is the simple case of Model (a chain); it lives in sequential.py.
+from .functional import Functional  # noqa: E402, F401
 from .sequential import Sequential  # noqa: E402, F401  (public here, as keras.models.Sequential)

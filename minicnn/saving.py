@@ -96,7 +96,9 @@ def save_model(model, path):
     model._require_built("save")
     arrays = _weights_arrays(model)
     header = {"format": FORMAT, "version": VERSION, "minicnn_version": __version__,
-              "config": model.get_config(), "build_input_shape": list(model.input_shape[1:]),
+              "class_name": type(model).__name__, "config": model.get_config(),
+              "build_input_shape": (list(model.input_shape[1:]) if model._single_input
+                                    else [list(s[1:]) for s in model.input_shape]),
               "compile": None, "optimizer_state": None}
     if model.loss is not None:
         header["compile"] = {"optimizer": model.optimizer.get_config(),
@@ -207,8 +209,9 @@ def _weight_keys_by_position(model_file):
     keys = {}
     for key in model_file.arrays:
         if key.startswith("layers/"):
-            # Parameter names have no '/', layer names might: split at the last one.
-            layer_part, _, name = key[len("layers/"):].rpartition("/")
+            # Layer names have no '/' (Layer refuses it); a nested model's parameter names
+            # do ('conv2d/kernel'): split at the first one.
+            layer_part, _, name = key[len("layers/"):].partition("/")
             keys[(layer_part.split("_", 1)[0], name)] = key
     return keys
 
@@ -238,10 +241,13 @@ def _load_weights_from(model, model_file):
 
 
 def _rebuild_architecture(model_file):
-    from .models import Sequential
+    from .models import Functional, Sequential
     header = model_file.header
     try:
-        model = Sequential.from_config(header["config"])
+        if header.get("class_name", "Sequential") == "Functional":
+            model = Functional.from_config(header["config"])
+        else:
+            model = Sequential.from_config(header["config"])
         if not model.built:
             model.build((None, *header["build_input_shape"]))
     except Exception as exc:  # whatever the header holds

@@ -68,8 +68,7 @@ def test_both_backends_train_the_tutorial_model_alike(dtype, rtol, rng):
 
 
 NEW_LAYERS_MODEL = """[
-    layers.Input(shape=(12, 12, 1)),
-    layers.Rescaling(1 / 0.9, offset=-0.1),
+    layers.Rescaling(1 / 0.9, offset=-0.1, input_shape=(12, 12, 1)),
     layers.Conv2D(6, 3, use_bias=False),  # a bias before BatchNormalization gets no gradient
     layers.BatchNormalization(),
     layers.Activation("relu"),

@@ -385,6 +385,224 @@ def test_convnet_worker_skips_minicnn_cleanly_until_it_has_dropout(bench_mnist, 
         assert f"Skipped: minicnn: {run['skipped']}." in table
 
 
+# ----------------------------------------------------------------------------- the CIFAR ResNet
+
+
+def test_resnet_cifar_nodes_weights_and_flops():
+    model = load("_model")
+    nodes = model.specs("resnet-cifar")
+    convs = [(n, p) for n, op, _i, p in nodes if op == "conv"]
+    # Stem, two per block, and a 1x1 projection where stages 2 and 3 change the shape.
+    assert [(p["filters"], p["kernel"], p["strides"]) for _n, p in convs] == [
+        (16, 3, 1), (16, 3, 1), (16, 3, 1), (32, 3, 2), (32, 3, 1), (32, 1, 2),
+        (64, 3, 2), (64, 3, 1), (64, 1, 2)]
+    assert sum(1 for _n, op, _i, _p in nodes if op == "bn") == 9  # one after every conv
+    adds = [(n, i) for n, op, i, _p in nodes if op == "add"]
+    assert adds == [("s1b1_add", ("s1b1_b_bn", "stem_relu")),  # identity shortcut
+                    ("s2b1_add", ("s2b1_b_bn", "s2b1_proj_bn")),
+                    ("s3b1_add", ("s3b1_b_bn", "s3b1_proj_bn"))]
+    shapes = model.graph_shapes("resnet-cifar")
+    assert shapes["s1b1_relu2"] == (32, 32, 16) and shapes["s2b1_relu2"] == (16, 16, 32)
+    assert shapes["s3b1_relu2"] == (8, 8, 64) and shapes["predictions"] == (10,)
+    # Weights by hand: convs k*k*C*F, BN 2C trainable + 2C moving, Dense 64*10 + 10.
+    conv = (9 * 3 * 16 + 2 * 9 * 16 * 16 + 9 * 16 * 32 + 9 * 32 * 32 + 16 * 32
+            + 9 * 32 * 64 + 9 * 64 * 64 + 32 * 64)
+    bn_channels = 3 * 16 + 3 * 32 + 3 * 64
+    assert model.graph_weight_count("resnet-cifar") == (conv + 2 * bn_channels + 650,
+                                                        2 * bn_channels) == (78_042, 672)
+    # FLOPs per training image: forward multiply-adds per conv (output pixels x filters x
+    # k*k*C), 2 FLOPs each; x2 for the stem (no image gradient), x3 for the rest.
+    stem = 32 * 32 * 16 * 27
+    rest = (2 * 32 * 32 * 16 * 144 + 16 * 16 * 32 * 144 + 16 * 16 * 32 * 288
+            + 16 * 16 * 32 * 16 + 8 * 8 * 64 * 288 + 8 * 8 * 64 * 576 + 8 * 8 * 64 * 32 + 640)
+    assert model.training_flops_per_image("resnet-cifar") == 2 * (2 * stem + 3 * rest)
+    assert model.training_flops_per_image("resnet-cifar") == 74_125_056
+    assert model.needs("resnet-cifar") == ["Add", "BatchNormalization", "Conv2D", "Dense",
+                                           "GlobalAveragePooling2D", "ReLU"]
+    assert model.recipe("resnet-cifar")["batch_size"] == 128 and model.is_graph("resnet-cifar")
+    assert model.input_shape("resnet-cifar") == (32, 32, 3) == model.CIFAR_SHAPE
+    assert model.train_images("resnet-cifar") == 50000 and model.train_images("tutorial") == 60000
+    assert model.train_images("resnet-cifar", limit=512) == 512
+    with pytest.raises(ValueError, match="is a graph"):
+        model.keras_layers(None, "resnet-cifar")
+
+
+KERAS_BUILD = r"""
+import json, sys
+import numpy as np
+import keras
+import _model
+
+net = _model.functional_model(keras, "resnet-cifar")
+def source(tensor):
+    return tensor._keras_history.operation.name
+bn, conv = net.get_layer("stem_bn").get_config(), net.get_layer("s2b1_a_conv").get_config()
+print(json.dumps({
+    "backend": keras.backend.backend(),
+    "trainable": sum(int(np.prod(w.shape)) for w in net.trainable_weights),
+    "params": net.count_params(),
+    "shapes": [list(net.input_shape), list(net.output_shape)],
+    "kinds": [type(layer).__name__ for layer in net.layers],
+    "bn": [bn["momentum"], bn["epsilon"]],
+    "conv": [list(conv["strides"]), conv["padding"], conv["use_bias"]],
+    "adds": {name: [source(t) for t in net.get_layer(name).input]
+             for name in ("s1b1_add", "s2b1_add", "s3b1_add")},
+    "probs": net.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0).sum(1).tolist(),
+}))
+"""
+
+
+def test_resnet_cifar_builds_with_kerass_functional_api():
+    # In a fresh process on Keras's NumPy backend: building the same model on JAX compiles
+    # every weight initialiser (30 s on a busy machine); the graph and weights are the same.
+    import subprocess
+
+    env = {**os.environ, "KERAS_BACKEND": "numpy", "PYTHONPATH": str(BENCH)}
+    proc = subprocess.run([sys.executable, "-c", KERAS_BUILD], env=env, capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["backend"] == "numpy"
+    assert (got["trainable"], got["params"]) == (78_042, 78_714)  # what _model counts
+    assert got["shapes"] == [[None, 32, 32, 3], [None, 10]]
+    kinds = got["kinds"]
+    assert kinds.count("Conv2D") == 9 and kinds.count("Add") == 3
+    assert kinds.count("BatchNormalization") == 9
+    assert kinds[-2:] == ["GlobalAveragePooling2D", "Dense"]
+    assert got["bn"] == [0.99, 1e-3]
+    assert got["conv"] == [[2, 2], "same", False]
+    # Wired as the nodes say: the first block adds the stem's output back in, the others
+    # the 1x1 projection.
+    assert got["adds"] == {"s1b1_add": ["s1b1_b_bn", "stem_relu"],
+                           "s2b1_add": ["s2b1_b_bn", "s2b1_proj_bn"],
+                           "s3b1_add": ["s3b1_b_bn", "s3b1_proj_bn"]}
+    assert got["probs"] == pytest.approx([1.0, 1.0], rel=1e-5)  # softmax output
+
+
+class _FakeNN:
+    """Stand-ins for torch.nn that record how torch_graph_model builds its modules."""
+
+    class Module:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+    def __getattr__(self, name):
+        return type(name, (self.Module,), {})
+
+    class ModuleDict(dict):
+        pass
+
+
+def test_torch_graph_model_mirrors_the_nodes():
+    workers = load("_workers")
+    model = load("_model")
+    net = workers.torch_graph_model(model.specs("resnet-cifar"), _FakeNN())
+    built = {name: (type(m).__name__, m.args, m.kwargs) for name, m in net.ops.items()}
+    assert built["stem_conv"] == ("Conv2d", (3, 16, 3), {"stride": 1, "padding": 1,
+                                                         "bias": False})
+    assert built["s2b1_a_conv"] == ("Conv2d", (16, 32, 3), {"stride": 2, "padding": 1,
+                                                            "bias": False})
+    assert built["s3b1_proj_conv"] == ("Conv2d", (32, 64, 1), {"stride": 2, "padding": 0,
+                                                               "bias": False})
+    # Keras's BatchNormalization: moving = 0.99 moving + 0.01 batch, epsilon 1e-3.
+    assert built["s3b1_b_bn"] == ("BatchNorm2d", (64,), {"eps": 1e-3,
+                                                         "momentum": pytest.approx(0.01)})
+    assert built["predictions"] == ("Linear", (64, 10), {})
+    assert sum(kind == "Conv2d" for kind, _a, _k in built.values()) == 9
+    assert [op for _n, op, _i in net.order].count("add") == 3  # computed in forward
+
+
+def test_random_cifar_data_is_the_same_for_every_run():
+    workers = load("_workers")
+    (x, y), (xt, yt) = workers.load_random_cifar(limit=64)
+    (x2, y2), _ = workers.load_random_cifar(limit=64)
+    assert x.shape == (64, 32, 32, 3) and xt.shape == (64, 32, 32, 3)
+    assert x.dtype.name == "float32" and 0 <= x.min() and x.max() <= 1
+    assert (x * 255).round().max() == 255 and y.dtype.name == "uint8" and y.max() <= 9
+    assert (x == x2).all() and (y == y2).all()  # DATA_SEED, not the run's seed
+    assert not (x == xt).all()
+
+
+def test_functional_api_detection():
+    workers = load("_workers")
+    built = []
+
+    class Dense:
+        def __init__(self, units):
+            self.units = units
+
+        def __call__(self, x):
+            return ("dense", self.units, x)
+
+    class Sequential:
+        def __init__(self, layers=None, name=None):
+            raise TypeError("Sequential: layers must be a list")
+
+    class Functional:
+        def __init__(self, *args, **kwargs):  # as minicnn's Model: the probe must decide
+            built.append(args)
+
+    layers = SimpleNamespace(Dense=Dense)
+    no_input = SimpleNamespace(layers=layers, models=SimpleNamespace(Model=Functional))
+    assert workers.minicnn_functional_api(no_input) == (
+        None, ["minicnn.Input", "Model(inputs, outputs)"])
+    old = SimpleNamespace(layers=SimpleNamespace(Dense=Dense, Input=lambda shape: shape),
+                          models=SimpleNamespace(Model=Sequential))
+    api, missing = workers.minicnn_functional_api(old)
+    assert api is None and missing == [
+        "Model(inputs, outputs) (TypeError: Sequential: layers must be a list)"]
+    new = SimpleNamespace(layers=layers, Input=lambda shape: ("input", shape),
+                          models=SimpleNamespace(Model=Functional))
+    api, missing = workers.minicnn_functional_api(new)
+    assert missing is None and api.Model is Functional and api.layers is layers
+    assert built == [(("input", (2,)), ("dense", 1, ("input", (2,))))]  # the probe model
+
+
+def test_cifar_benchmark_skips_minicnn_until_the_functional_api(tmp_path, monkeypatch):
+    import minicnn
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p))
+    monkeypatch.delenv("MINICNN_DATA_DIR", raising=False)  # random data: nothing to read
+    bench_cifar = load("bench_cifar")
+    report = bench_cifar.main(["--quick", "--frameworks", "minicnn", "--limit", "256",
+                               "--no-warmup", "--predict-repeats", "1", "--peak-size", "0",
+                               "--no-chart", "--out-dir", str(tmp_path)])
+    assert report["config"]["model"] == "resnet-cifar" and report["config"]["batch_size"] == 128
+    (run,) = report["runs"]
+    assert "error" not in run, run.get("error")
+    workers = load("_workers")
+    api, missing_api = workers.minicnn_functional_api(minicnn)
+    missing_layers = workers.minicnn_missing_layers(minicnn.layers, "resnet-cifar")
+    where = f"minicnn at {REPO_ROOT / 'minicnn'} has no "
+    if api is not None and not missing_layers:
+        r = run["result"]  # everything landed: the ResNet trains on minicnn
+        assert r["model"] == "resnet-cifar" and r["train_images"] == 256 and r["epoch_s"]
+        assert r["flops_per_image"] == 74_125_056
+    else:
+        if api is None:
+            assert run["skipped"].startswith(where + "functional API yet (")
+            assert ", ".join(missing_api) in run["skipped"]
+        else:  # the functional API is there; the layers issue 10 adds are not (yet)
+            assert run["skipped"].startswith(
+                where + "layers." + ", layers.".join(missing_layers) + " yet (issue 10")
+        table = bench_cifar.bench_mnist.markdown_table(report["summary"], report["ratios"],
+                                                       report)
+        assert f"Skipped: minicnn: {run['skipped']}." in table
+        assert "Random CIFAR-shaped data" in table
+    saved = list(tmp_path.glob("*-resnet-cifar-quick.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["config"]["epochs"] == 1
+
+
+def test_random_labels_leave_the_accuracy_ratio_out(bench_mnist):
+    summary = bench_mnist.summarize(fabricated_runs(), ["minicnn", "keras", "torch"])
+    names = [r["name"] for r in bench_mnist.compute_ratios(summary, "resnet-cifar")]
+    assert "s/epoch: minicnn / keras" in names and "peak RSS: minicnn / Keras" in names
+    assert not [n for n in names if "accuracy" in n]
+    assert [n for n in (r["name"] for r in bench_mnist.compute_ratios(summary))
+            if "accuracy" in n]  # an MNIST model keeps it
+
+
 # ----------------------------------------------------------------------------- BLAS, environment
 
 

@@ -404,10 +404,11 @@ def save_keras(model, path):
      r"uses dtype 'float16'"),
     (lambda: keras.Sequential([keras.Input((None, None, 1)), KL.Conv2D(2, 3)]),
      r"input shape \[None, None, None, 1\]; minicnn needs fixed positive sizes"),
-    (lambda: keras.Model(*(lambda i: (i, KL.Dense(2)(i)))(keras.Input((3,)))),
-     r"holds a 'Functional' model; minicnn reads keras.Sequential models only"),
+    (lambda: keras.Model(*(lambda i: (i, KL.GaussianNoise(0.1)(KL.Dense(2)(i))))(
+        keras.Input((3,)))),
+     r"holds a 'GaussianNoise' layer, which minicnn does not have"),
 ], ids=["unknown layer", "dilation", "groups", "regularizer", "renorm", "activation", "float16",
-        "free image size", "functional"])
+        "free image size", "functional with an unknown layer"])
 def test_what_minicnn_cannot_reproduce_is_refused_by_name(build, pattern, tmp_path):
     path = save_keras(build(), tmp_path / "k.keras")
     with pytest.raises(ValueError, match=pattern) as info:

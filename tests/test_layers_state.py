@@ -26,7 +26,7 @@ def split_small_models(monkeypatch):
 
 def bn_model(dtype=None, dropout=0.0, threads=1):
     model = models.Sequential([
-        layers.Input(shape=(10, 10, 2)),
+        layers.Input(shape=(10, 10, 2), dtype=dtype),
         layers.Conv2D(6, 3, padding="same", use_bias=False),
         layers.BatchNormalization(),
         layers.Activation("relu"),
@@ -99,8 +99,8 @@ def test_moving_statistics_are_updated_once_per_step(rng):
     """Two shards, one update: after one step the moving mean is momentum-blended once with
     the whole batch's mean (an update per shard would blend twice)."""
     layer = layers.BatchNormalization(momentum=0.5, dtype="float64")
-    model = models.Sequential([layers.Input(shape=(4,)), layer, layers.Dense(2)],
-                              dtype="float64")
+    model = models.Sequential([layers.Input(shape=(4,), dtype="float64"), layer,
+                               layers.Dense(2, dtype="float64")])
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     model.strategy.threads = 2
     x = rng.standard_normal((32, 4)) * 2 + 3
@@ -269,7 +269,7 @@ def test_every_new_layer_saves_and_loads_with_its_configuration(rng, tmp_path):
 def test_a_trained_batchnorm_reused_in_a_new_model_keeps_its_statistics(rng):
     x, y = data(rng)
     model, _ = train(11, x, y, epochs=1)
-    conv, bn = model.layers[1], model.layers[2]
+    conv, bn = model.layers[0], model.layers[1]
     kept = bn.get_weights()
     reuse = models.Sequential([layers.Input(shape=(10, 10, 2)), conv, bn, layers.Flatten()])
     for a, b in zip(bn.get_weights(), kept, strict=True):

@@ -145,7 +145,7 @@ def test_add_a_trained_layer_keeps_its_weights_and_checks_its_shape(rng):
     assert model.built and model.input_shape == (None, 12, 12, 1)
     np.testing.assert_array_equal(model.predict(x, verbose=0), trained.predict(x, verbose=0))
     other = models.Sequential([layers.Flatten(input_shape=(5, 5, 1))])
-    with pytest.raises(ValueError, match=r"was built for inputs \(None, 16\) but receives "
+    with pytest.raises(ValueError, match=r"was built for inputs \(None, 16\) but is called on "
                                          r"\(None, 25\)"):
         other.add(trained.layers[-1])
     with pytest.raises(ValueError, match="already in this model"):

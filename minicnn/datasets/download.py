@@ -1,5 +1,8 @@
 """One machinery for every IDX data set: cache directory, mirrors, checksums, atomic files, lock.
 
+(A data set published as one archive, such as CIFAR-10's ``.tar.gz``, uses the same machinery:
+its single :func:`archive_file` is hashed as stored and read by its own reader in the same pass.)
+
 A data set is described once by a :class:`Dataset` (files, payload SHA-256s, mirrors); the
 generic :func:`load_dataset` returns ``(x_train, y_train), (x_test, y_test)`` from the cache
 directory ``<data dir>/<subdir>/``, downloading what is missing or invalid.
@@ -29,7 +32,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -43,6 +46,7 @@ __all__ = [
     "DatasetDownloadError",
     "DatasetFile",
     "DatasetLockTimeoutError",
+    "archive_file",
     "get_data_dir",
     "images_file",
     "labels_file",
@@ -97,21 +101,27 @@ class _ChecksumError(ValueError):
 
 @dataclass(frozen=True)
 class DatasetFile:
-    """One IDX file of a data set.
+    """One IDX file of a data set, or the one archive of an archive data set.
 
     name: file name, e.g. ``'train-images-idx3-ubyte.gz'``. sha256: hex SHA-256 of the
     decompressed IDX payload. size: payload length in bytes. kind: ``'images'`` or ``'labels'``.
+    For kind ``'archive'`` (see :func:`archive_file`), sha256 and size are of the file as
+    published and ``reader(stream, source)`` turns its bytes into the data set's arrays.
     """
 
     name: str
     sha256: str
     size: int
     kind: str
+    reader: Callable | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
-        if self.kind not in ("images", "labels"):
-            raise ValueError(f"DatasetFile {self.name!r}: kind must be 'images' or 'labels', "
-                             f"got {self.kind!r}")
+        if self.kind not in ("images", "labels", "archive"):
+            raise ValueError(f"DatasetFile {self.name!r}: kind must be 'images', 'labels' or "
+                             f"'archive', got {self.kind!r}")
+        if (self.kind == "archive") != callable(self.reader):
+            raise ValueError(f"DatasetFile {self.name!r}: an 'archive' needs a reader function "
+                             "and the IDX kinds take none")
         h = self.sha256
         if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
             raise ValueError(f"DatasetFile {self.name!r}: sha256 must be 64 lowercase hex "
@@ -132,26 +142,35 @@ def labels_file(name: str, sha256: str, count: int) -> DatasetFile:
     return DatasetFile(name, sha256, 8 + count, "labels")
 
 
+def archive_file(name: str, sha256: str, size: int, reader: Callable) -> DatasetFile:
+    """Describe a data set published as one gzip-compressed archive of ``size`` bytes with
+    this SHA-256 (of the file as stored). ``reader(stream, source)`` reads a binary stream of
+    those bytes once, in order, and returns ``(x_train, y_train), (x_test, y_test)``; source
+    names the file for messages. The result is used only if the same bytes hash right."""
+    return DatasetFile(name, sha256, size, "archive", reader)
+
+
 @dataclass(frozen=True)
 class Dataset:
     """Everything :func:`load_dataset` needs to know about one data set.
 
     name: for messages, e.g. ``'MNIST'``. subdir: folder under the data dir, e.g. ``'mnist'``.
-    files: (train images, train labels, test images, test labels). mirrors: default base URLs,
-    tried in order. mirrors_env: environment variable that replaces them (comma-separated).
+    files: (train images, train labels, test images, test labels), or one archive_file.
+    mirrors: default base URLs, tried in order. mirrors_env: environment variable that replaces
+    them (comma-separated).
     """
 
     name: str
     subdir: str
-    files: tuple[DatasetFile, DatasetFile, DatasetFile, DatasetFile]
+    files: tuple[DatasetFile, ...]
     mirrors: tuple[str, ...]
     mirrors_env: str
 
     def __post_init__(self):
         kinds = tuple(f.kind for f in self.files)
-        if kinds != ("images", "labels", "images", "labels"):
+        if kinds not in (("images", "labels", "images", "labels"), ("archive",)):
             raise ValueError(f"Dataset {self.name!r}: files must be (train images, train labels, "
-                             f"test images, test labels), got kinds {kinds}")
+                             f"test images, test labels) or one archive, got kinds {kinds}")
         if not self.subdir or "/" in self.subdir or "\\" in self.subdir:
             raise ValueError(f"Dataset {self.name!r}: subdir must be one folder name, "
                              f"got {self.subdir!r}")
@@ -185,6 +204,14 @@ def get_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 def _manual_hint(spec: Dataset, directory: Path) -> str:
+    if spec.files[0].kind == "archive":
+        f = spec.files[0]
+        return (
+            f"To work offline, put the file {f.name} ({f.size:,} bytes, as published by any "
+            f"{spec.name} mirror) in\n    {directory}{os.sep}\n"
+            f"or put it in <dir>{os.sep}{spec.subdir}{os.sep} and set MINICNN_DATA_DIR=<dir> "
+            f"(or pass data_dir=<dir>)."
+        )
     names = ", ".join(f.name for f in spec.files)
     return (
         f"To work offline, put the four files\n    {names}\n"
@@ -282,6 +309,8 @@ def _make_session():
 
 
 def _load_verified(path: Path, f: DatasetFile) -> np.ndarray:
+    if f.kind == "archive":
+        return _read_verified_archive(path, f)
     # Inflate once, parse and hash the same bytes; the cap stops a bad file inflating forever.
     payload = read_payload(path, max_size=f.size)
     arr = parse_idx(payload, source=str(path), kind=f.kind)
@@ -292,6 +321,54 @@ def _load_verified(path: Path, f: DatasetFile) -> np.ndarray:
             "(corrupted or a different file)"
         )
     return arr
+
+
+class _HashingReader:
+    """A binary stream that feeds every byte it passes on to a hash."""
+
+    def __init__(self, raw, digest):
+        self.raw, self.digest = raw, digest
+
+    def read(self, size=-1):
+        data = self.raw.read(size)
+        self.digest.update(data)
+        return data
+
+    def drain(self):
+        while self.read(_CHUNK):
+            pass
+
+
+def _read_verified_archive(path: Path, f: DatasetFile):
+    """Run the archive's reader on the file while hashing the same bytes (one pass).
+
+    A wrong size or SHA-256 raises _ChecksumError (so the file is downloaded again), also when
+    the reader failed on the bad bytes; a reader error on a file that hashes right is raised
+    as it is (the file is the published one: downloading it again would not help).
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as raw:
+        size = os.fstat(raw.fileno()).st_size
+        if size != f.size:
+            raise _ChecksumError(f"{path}: {size} bytes, expected {f.size} (truncated or a "
+                                 "different file)")
+        stream = _HashingReader(raw, digest)
+        # A download is read under its temporary name, which means nothing to a user.
+        source = (f"{path.parent / f.name} (as downloaded, not kept)"
+                  if path.name.endswith(_PART_SUFFIX) else str(path))
+        try:
+            result = f.reader(stream, source)
+        except Exception:
+            stream.drain()
+            if digest.hexdigest() == f.sha256:
+                raise
+            result = None  # bad bytes: the checksum error below says so
+        else:
+            stream.drain()
+    if digest.hexdigest() != f.sha256:
+        raise _ChecksumError(f"{path}: SHA-256 is {digest.hexdigest()}, expected {f.sha256} "
+                             "(corrupted or a different file)")
+    return result
 
 
 def _stat_key(path: Path):
@@ -680,7 +757,8 @@ def load_dataset(
     """Load an IDX data set as ``(x_train, y_train), (x_test, y_test)``, downloading if needed.
 
     Files live in ``get_data_dir(data_dir) / spec.subdir``. Every file is verified (SHA-256
-    of the decompressed payload) on every load; valid files mean no network and no writes.
+    of the decompressed payload; of the file itself for an archive, whose reader's result is
+    returned as it is) on every load; valid files mean no network and no writes.
     Missing or invalid files are downloaded from ``resolve_mirrors(spec, mirrors)`` under a
     directory lock, verified, and renamed into place.
 
@@ -728,6 +806,8 @@ def load_dataset(
         _download_missing(spec, directory, problems, seen, arrays, mirrors, opt,
                           LOCK_TIMEOUT if lock_timeout is None else lock_timeout)
 
+    if spec.files[0].kind == "archive":
+        return arrays[spec.files[0].name]
     x_train, y_train, x_test, y_test = (arrays[f.name] for f in spec.files)
     tr_i, tr_l, te_i, te_l = (str(directory / f.name) for f in spec.files)
     check_pair(x_train, y_train, tr_i, tr_l)

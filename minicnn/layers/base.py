@@ -97,6 +97,10 @@ class Layer:
         self.name = name if name is not None else unique_name(type(self).__name__)
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"{type(self).__name__}: name must be a non-empty str, got {name!r}.")
+        if "/" in self.name:
+            raise ValueError(f"{type(self).__name__}: name {self.name!r} contains '/', which "
+                             "weight paths use as a separator (as Keras refuses it too).")
+        self._inbound_nodes = []  # the symbolic calls of this layer (functional API)
         self.dtype = standardize_dtype(dtype, f"{type(self).__name__} '{self.name}'")
         self.trainable = arguments.boolean(trainable, "trainable", self.where)
         self.declared_input_shape = None
@@ -163,8 +167,14 @@ class Layer:
         raise ValueError(f"{self.where} does not end with an activation.")
 
     def __call__(self, x, training=False):
-        """Checked forward for direct use on arrays: builds on first call, validates x,
+        """On keras.Input tensors (the functional API): records the call and returns the output
+        KerasTensor. On arrays: a checked forward that builds on first call, validates x,
         converts its dtype and returns a new array, as `keras_layer(x)` does."""
+        from ..functional import call_symbolic, is_symbolic
+        if is_symbolic(x):
+            return call_symbolic(self, x)
+        if isinstance(x, (list, tuple)) and x and all(isinstance(a, np.ndarray) for a in x):
+            return self._call_on_arrays(x, training)  # several inputs (the merge layers)
         x = np.asarray(x)
         if x.ndim < 2:
             raise ValueError(
@@ -181,6 +191,34 @@ class Layer:
         ctx = Context(training=bool(training), need_input_grad=False, need_param_grads=False)
         out = self.forward(np.ascontiguousarray(x, dtype=self.dtype), ctx)
         return np.array(out)  # never a view of x
+
+    def _call_on_arrays(self, xs, training):
+        """layer([a, b]) for layers that take several inputs (the merge layers)."""
+        xs = [np.ascontiguousarray(x, dtype=self.dtype) for x in xs]
+        if not self.built:
+            self.build([(None, *x.shape[1:]) for x in xs])
+        ctx = Context(training=bool(training), need_input_grad=False, need_param_grads=False)
+        return np.array(self.forward(xs, ctx))
+
+    # -- the functional API -----------------------------------------------------------------
+    def _only_node(self, what):
+        if len(self._inbound_nodes) != 1:
+            raise ValueError(
+                f"{self.where} has {len(self._inbound_nodes)} calls on symbolic tensors; "
+                f"layer.{what} is defined for exactly one. Call the layer on a keras.Input "
+                "(or use it in a built model) first, or take the tensor from that call.")
+        return self._inbound_nodes[0]
+
+    @property
+    def output(self):
+        """The KerasTensor of this layer's (one) symbolic call, as Keras's layer.output."""
+        return self._only_node("output").output
+
+    @property
+    def input(self):
+        """The input KerasTensor(s) of this layer's (one) symbolic call."""
+        node = self._only_node("input")
+        return node.inputs if node.as_list else node.inputs[0]
 
     # -- weights --------------------------------------------------------------------------------
     @property

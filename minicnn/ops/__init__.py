@@ -42,6 +42,7 @@ OPS = [
     "dropout_forward", "dropout_backward",
     "rescale_forward", "rescale_backward",
     "softmax_crossentropy_forward", "softmax_crossentropy_backward",
+    "merge_forward", "merge_backward", "concatenate_forward", "concatenate_backward",
     "adam_update", "im2col", "col2im", "conv2d_naive",
 ]
 

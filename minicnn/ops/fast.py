@@ -17,8 +17,8 @@ What makes it fast, op by op:
 - relu on its own (Activation('relu'), ReLU()) and gelu: compiled, one pass each way (the
   reference's ReLU backward makes temporaries; its gelu calls Python's math.erf per element).
 - Everything else (dense, the other activations, global pooling, the ReLU variants, rescaling,
-  softmax + cross-entropy) is already one or two vectorised NumPy calls, so this backend uses
-  the reference code as it is.
+  merging, softmax + cross-entropy) is already one or two vectorised NumPy calls, so this
+  backend uses the reference code as it is.
 
 Buffers: an op given ``ws`` (a dict that the caller keeps between calls with inputs of the same
 shape, see minicnn/graph.py) keeps its output and scratch arrays there and overwrites them on
@@ -36,12 +36,16 @@ from . import kernels, reference
 from .padding import check_pool_pads, output_hw
 from .reference import (  # noqa: F401  (the ops whose reference is already vectorised)
     ACTIVATIONS,
+    concatenate_backward,
+    concatenate_forward,
     dense_backward,
     dense_forward,
     global_avgpool2d_backward,
     global_avgpool2d_forward,
     global_maxpool2d_backward,
     global_maxpool2d_forward,
+    merge_backward,
+    merge_forward,
     rescale_backward,
     rescale_forward,
     softmax_crossentropy_backward,

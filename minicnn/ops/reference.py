@@ -55,6 +55,7 @@ __all__ = [
     "dropout_forward", "dropout_backward",
     "rescale_forward", "rescale_backward",
     "softmax_crossentropy_forward", "softmax_crossentropy_backward",
+    "merge_forward", "merge_backward", "concatenate_forward", "concatenate_backward",
     "adam_update",
 ]
 
@@ -789,6 +790,87 @@ def _dense_target(target, num_classes, dtype):
         onehot[np.arange(target.size), target.astype(np.intp)] = 1
         return onehot
     return target.astype(dtype, copy=False)
+
+
+# --------------------------------------------------------------------------- merging tensors
+
+
+def _unbroadcast(g, shape):
+    """Sum g down to `shape`: the adjoint of NumPy broadcasting (the batch axis included)."""
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    for axis, size in enumerate(shape):
+        if size == 1 and g.shape[axis] != 1:
+            g = g.sum(axis=axis, keepdims=True)
+    return g
+
+
+def merge_forward(xs, mode, ws=None):
+    """Elementwise merge of several tensors (broadcast as NumPy does), as Keras's merge layers.
+
+    xs: a list of arrays; mode: 'add' (sum), 'subtract' (x0 - x1, two inputs), 'multiply'
+    (product), 'average' (sum / n), 'maximum' (the largest, first wins ties)
+    -> (y, cache).
+    """
+    if mode == "add":
+        y = xs[0] + sum(xs[1:])
+    elif mode == "subtract":
+        y = xs[0] - xs[1]
+    elif mode == "multiply":
+        y = xs[0]
+        for x in xs[1:]:
+            y = y * x
+    elif mode == "average":
+        y = (xs[0] + sum(xs[1:])) / xs[0].dtype.type(len(xs))
+    elif mode == "maximum":
+        y = xs[0]
+        for x in xs[1:]:
+            y = np.maximum(y, x)
+    else:
+        raise ValueError(f"merge_forward: unknown mode {mode!r}.")
+    return y, (mode, xs, y)
+
+
+def merge_backward(dy, cache):
+    """dy -> one gradient per input (summed over the axes it was broadcast along).
+
+    add: dy each; subtract: dy, -dy; multiply: dy times the product of the others; average:
+    dy / n each; maximum: dy to the input that held the maximum (the first, on ties).
+    """
+    mode, xs, y = cache
+    if mode == "add":
+        grads = [dy for _ in xs]
+    elif mode == "subtract":
+        grads = [dy, -dy]
+    elif mode == "multiply":
+        grads = []
+        for i in range(len(xs)):
+            g = dy
+            for j, x in enumerate(xs):
+                if j != i:
+                    g = g * x
+            grads.append(g)
+    elif mode == "average":
+        grads = [dy / dy.dtype.type(len(xs)) for _ in xs]
+    else:  # maximum: route to the first input equal to the max
+        taken = np.zeros(np.broadcast_shapes(*(x.shape for x in xs)), dtype=bool)
+        grads = []
+        for x in xs:
+            wins = (x == y) & ~taken
+            taken |= wins
+            grads.append(np.where(wins, dy, 0).astype(dy.dtype, copy=False))
+    return [_unbroadcast(g, x.shape) for g, x in zip(grads, xs, strict=True)]
+
+
+def concatenate_forward(xs, axis=-1, ws=None):
+    """Join arrays along `axis` (all other sizes equal) -> (y, cache)."""
+    return np.concatenate(xs, axis=axis), ([x.shape[axis] for x in xs], axis)
+
+
+def concatenate_backward(dy, cache):
+    """dy -> the pieces of dy that came from each input."""
+    sizes, axis = cache
+    return np.split(dy, np.cumsum(sizes)[:-1], axis=axis)
 
 
 # --------------------------------------------------------------------------- optimizer update
