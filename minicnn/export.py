@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .ops.reference import SELU_ALPHA, SELU_SCALE
+
 OPSET = 17
 IR_VERSION = 8
 INPUT_NAME = "input"
@@ -86,7 +88,20 @@ class _Graph:
 # --------------------------------------------------------------------------------------------
 # Activations and layers
 # --------------------------------------------------------------------------------------------
-_ELEMENTWISE = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
+_ELEMENTWISE = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softplus": "Softplus",
+                "softsign": "Softsign", "exponential": "Exp", "hard_silu": "HardSwish"}
+# Activations that are one ONNX op with attributes.
+_WITH_ATTRIBUTES = {
+    "elu": ("Elu", {"alpha": 1.0}),
+    "selu": ("Selu", {"alpha": SELU_ALPHA, "gamma": SELU_SCALE}),
+    "leaky_relu": ("LeakyRelu", {"alpha": 0.2}),
+    "hard_sigmoid": ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5}),
+}
+
+
+def _clip(graph, x, low, high, hint):
+    return graph.node("Clip", [x, graph.constant(np.float32(low), f"{hint}_min"),
+                               graph.constant(np.float32(high), f"{hint}_max")], hint)
 
 
 def _activation(graph, name, x, rank, where):
@@ -95,9 +110,31 @@ def _activation(graph, name, x, rank, where):
         return x
     if name in _ELEMENTWISE:
         return graph.node(_ELEMENTWISE[name], [x], name)
+    if name in _WITH_ATTRIBUTES:
+        op, attributes = _WITH_ATTRIBUTES[name]
+        return graph.node(op, [x], name, **attributes)
     if name == "softmax":  # over the channel axis, which is last only in NHWC
         x = graph.to_layout(x, "NHWC", rank)
         return graph.node("Softmax", [x], "softmax", axis=-1)
+    if name == "relu6":
+        return _clip(graph, x, 0, 6, "relu6")
+    if name == "hard_tanh":
+        return _clip(graph, x, -1, 1, "hard_tanh")
+    if name == "silu":
+        return graph.node("Mul", [x, graph.node("Sigmoid", [x], "sigmoid")], "silu")
+    if name == "mish":
+        tanh = graph.node("Tanh", [graph.node("Softplus", [x], "softplus")], "tanh")
+        return graph.node("Mul", [x, tanh], "mish")
+    if name == "log_sigmoid":  # -softplus(-x)
+        negated = graph.node("Neg", [x], "neg")
+        return graph.node("Neg", [graph.node("Softplus", [negated], "softplus")], "log_sigmoid")
+    if name == "gelu":  # 0.5 x (1 + erf(x / sqrt 2)); opset 17 has no Gelu op
+        scaled = graph.node("Mul", [x, graph.constant(np.float32(1 / np.sqrt(2)), "rsqrt2")],
+                            "scaled")
+        one_plus = graph.node("Add", [graph.node("Erf", [scaled], "erf"),
+                                      graph.constant(np.float32(1), "one")], "one_plus")
+        half_x = graph.node("Mul", [x, graph.constant(np.float32(0.5), "half")], "half_x")
+        return graph.node("Mul", [half_x, one_plus], "gelu")
     raise ValueError(f"to_onnx: {where} uses the activation {name!r}, which has no ONNX form "
                      "in minicnn/export.py; add it to _activation.")
 
@@ -141,16 +178,114 @@ def _emit_flatten(graph, layer, x):
 
 
 def _emit_dense(graph, layer, x):
-    inputs = [x, graph.constant(layer.params["kernel"], f"{layer.name}_kernel")]
-    if "bias" in layer.params:
-        inputs.append(graph.constant(layer.params["bias"], f"{layer.name}_bias"))
-    y = graph.node("Gemm", inputs, layer.name)
-    return _activation(graph, _config(layer)["activation"], y, 2, layer.where)
+    rank = len(_per_sample(layer.input_shape)) + 1
+    kernel = graph.constant(layer.params["kernel"], f"{layer.name}_kernel")
+    bias = (graph.constant(layer.params["bias"], f"{layer.name}_bias")
+            if "bias" in layer.params else None)
+    if rank == 2:
+        y = graph.node("Gemm", [x, kernel] + ([bias] if bias else []), layer.name)
+    else:  # Dense on (N, ..., features) maps the last axis: MatMul broadcasts over the rest
+        y = graph.node("MatMul", [x, kernel], layer.name)
+        if bias:
+            y = graph.node("Add", [y, bias], f"{layer.name}_bias_add")
+    return _activation(graph, _config(layer)["activation"], y, rank, layer.where)
 
 
 def _emit_activation(graph, layer, x):
     name = _config(layer).get("activation") or type(layer).__name__.lower()
     return _activation(graph, name, x, len(_per_sample(layer.input_shape)) + 1, layer.where)
+
+
+def _pads(layer, window, strides):
+    from .ops.padding import padding_amounts
+
+    h, w = _per_sample(layer.input_shape)[:2]
+    top, bottom = padding_amounts(h, window[0], strides[0], layer.padding)
+    left, right = padding_amounts(w, window[1], strides[1], layer.padding)
+    return [top, left, bottom, right]
+
+
+def _emit_average_pooling2d(graph, layer, x):
+    # count_include_pad=0: a border window averages its real inputs only, as minicnn/Keras.
+    return graph.node("AveragePool", [x], layer.name, kernel_shape=list(layer.pool_size),
+                      strides=list(layer.strides),
+                      pads=_pads(layer, layer.pool_size, layer.strides), count_include_pad=0)
+
+
+def _emit_global_pooling2d(op):
+    def emit(graph, layer, x):
+        y = graph.node(op, [x], layer.name)  # NCHW -> (N, C, 1, 1)
+        if layer.keepdims:
+            return y  # the next layout change makes it (N, 1, 1, C)
+        graph.layout = "NHWC"  # 2-D from here: no layout
+        return graph.node("Flatten", [y], f"{layer.name}_flat", axis=1)
+    return emit
+
+
+def _emit_identity(graph, layer, x):
+    return x
+
+
+def _emit_reshape(graph, layer, x):
+    shape = np.array([-1, *_per_sample(layer.output_shape)], dtype=np.int64)
+    name = graph.fresh(f"{layer.name}_shape")
+    graph.initializers.append(graph.onnx.numpy_helper.from_array(shape, name))
+    return graph.node("Reshape", [x, name], layer.name)
+
+
+def _emit_relu(graph, layer, x):
+    """Keras's ReLU: min(x, max_value) where x > threshold, slope * (x - threshold) elsewhere."""
+    slope, cap, threshold = layer.negative_slope, layer.max_value, layer.threshold
+    if threshold == 0 and cap is None:
+        if slope == 0:
+            return graph.node("Relu", [x], layer.name)
+        return graph.node("LeakyRelu", [x], layer.name, alpha=slope)
+    if threshold == 0 and slope == 0:
+        return _clip(graph, x, 0, cap, layer.name)
+    t = graph.constant(np.float32(threshold), f"{layer.name}_threshold")
+    top = x if cap is None else graph.node(
+        "Min", [x, graph.constant(np.float32(cap), f"{layer.name}_cap")], f"{layer.name}_min")
+    below = graph.node("Mul", [graph.node("Sub", [x, t], f"{layer.name}_sub"),
+                               graph.constant(np.float32(slope), f"{layer.name}_slope")],
+                       f"{layer.name}_below")
+    return graph.node("Where", [graph.node("Greater", [x, t], f"{layer.name}_above"), top,
+                                below], layer.name)
+
+
+def _emit_softmax(graph, layer, x):
+    return graph.node("Softmax", [x], layer.name, axis=layer.axis)
+
+
+def _emit_batch_normalization(graph, layer, x):
+    """Inference form: ONNX BatchNormalization with the moving statistics (channel axis 1),
+    for 2-D inputs and NCHW images normalised over channels; otherwise the equivalent
+    x * scale + shift, broadcast along the layer's axis."""
+    params = layer.params
+    features = params["moving_mean"].shape[0]
+    gamma = params.get("gamma", np.ones(features, np.float32))
+    beta = params.get("beta", np.zeros(features, np.float32))
+    rank = len(_per_sample(layer.input_shape)) + 1
+    axis = layer.axis % rank
+    if rank == 2 or (rank == 4 and axis == 3):
+        inputs = [x] + [graph.constant(a, f"{layer.name}_{n}") for n, a in (
+            ("scale", gamma), ("bias", beta), ("mean", params["moving_mean"]),
+            ("var", params["moving_variance"]))]
+        return graph.node("BatchNormalization", inputs, layer.name, epsilon=layer.epsilon)
+    inv = gamma / np.sqrt(params["moving_variance"].astype(np.float64) + layer.epsilon)
+    shape = [1] * rank
+    shape[axis] = features
+    scale = graph.constant(inv.reshape(shape), f"{layer.name}_scale")
+    shift = graph.constant((beta - params["moving_mean"] * inv).reshape(shape),
+                           f"{layer.name}_shift")
+    return graph.node("Add", [graph.node("Mul", [x, scale], f"{layer.name}_mul"), shift],
+                      layer.name)
+
+
+def _emit_rescaling(graph, layer, x):
+    y = graph.node("Mul", [x, graph.constant(np.float32(layer.scale), f"{layer.name}_scale")],
+                   f"{layer.name}_mul")
+    return graph.node("Add", [y, graph.constant(np.float32(layer.offset),
+                                                f"{layer.name}_offset")], layer.name)
 
 
 @dataclass(frozen=True)
@@ -191,21 +326,34 @@ def _activation_layout(layer):
     return "NHWC" if name == "softmax" else "any"
 
 
+def _batch_norm_layout(layer):
+    rank = len(_per_sample(layer.input_shape)) + 1
+    return "NCHW" if rank == 4 and layer.axis % rank == 3 else "NHWC"
+
+
 ONNX_LAYERS = {
     "Conv2D": OnnxFormat("NCHW", _emit_conv2d),
     "MaxPooling2D": OnnxFormat("NCHW", _emit_max_pooling2d),
+    "AveragePooling2D": OnnxFormat("NCHW", _emit_average_pooling2d),
+    "GlobalAveragePooling2D": OnnxFormat("NCHW", _emit_global_pooling2d("GlobalAveragePool")),
+    "GlobalMaxPooling2D": OnnxFormat("NCHW", _emit_global_pooling2d("GlobalMaxPool")),
     "Flatten": OnnxFormat("NHWC", _emit_flatten),
+    "Reshape": OnnxFormat("NHWC", _emit_reshape),
     "Dense": OnnxFormat("NHWC", _emit_dense),
     "Activation": OnnxFormat(_activation_layout, _emit_activation),
-    "ReLU": OnnxFormat("any", _emit_activation),
-    "Softmax": OnnxFormat("NHWC", _emit_activation),
+    "ReLU": OnnxFormat("any", _emit_relu),
+    "LeakyReLU": OnnxFormat("any", _emit_relu),
+    "Softmax": OnnxFormat("NHWC", _emit_softmax),
+    "BatchNormalization": OnnxFormat(_batch_norm_layout, _emit_batch_normalization),
+    "Dropout": OnnxFormat("any", _emit_identity),  # the identity at inference
+    "Rescaling": OnnxFormat("any", _emit_rescaling),
     "Add": OnnxFormat("any", _emit_merge),
     "Subtract": OnnxFormat("any", _emit_merge),
     "Multiply": OnnxFormat("any", _emit_merge),
     "Average": OnnxFormat("any", _emit_merge),
     "Maximum": OnnxFormat("any", _emit_merge),
     "Concatenate": OnnxFormat("NHWC", _emit_concatenate),
-    "InputLayer": OnnxFormat("any", lambda graph, layer, x: x),  # a graph input, never a node
+    "InputLayer": OnnxFormat("any", _emit_identity),  # a graph input, never a node
     "ModelLayer": OnnxFormat("any", _emit_model),
 }
 

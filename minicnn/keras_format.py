@@ -103,6 +103,18 @@ def _kernel_and_bias(kernel_shape, units, layer):
     return shapes
 
 
+_POOLING = ("pool_size", "strides", "padding")
+_BATCH_NORM_INITIALIZERS = ("beta_initializer", "gamma_initializer", "moving_mean_initializer",
+                            "moving_variance_initializer")
+
+
+def _batch_norm_weights(layer, shape):
+    features = (shape[layer.axis],)
+    names = [*(["gamma"] if layer.scale else []), *(["beta"] if layer.center else []),
+             "moving_mean", "moving_variance"]
+    return {name: features for name in names}
+
+
 LAYERS = [
     LayerFormat("Conv2D", "Conv2D", ("filters", "kernel_size", "strides", "padding", *_AFFINE),
                 {**_CHANNELS_LAST, "dilation_rate": [1, 1], "groups": 1, **_NO_REGULARIZERS},
@@ -111,12 +123,25 @@ LAYERS = [
     LayerFormat("Dense", "Dense", ("units", *_AFFINE), dict(_NO_REGULARIZERS),
                 lambda layer, shape: _kernel_and_bias((shape[-1], layer.units), layer.units,
                                                       layer)),
-    LayerFormat("MaxPooling2D", "MaxPooling2D", ("pool_size", "strides", "padding"),
+    LayerFormat("MaxPooling2D", "MaxPooling2D", _POOLING, dict(_CHANNELS_LAST)),
+    LayerFormat("AveragePooling2D", "AveragePooling2D", _POOLING, dict(_CHANNELS_LAST)),
+    LayerFormat("GlobalAveragePooling2D", "GlobalAveragePooling2D", ("keepdims",),
                 dict(_CHANNELS_LAST)),
+    LayerFormat("GlobalMaxPooling2D", "GlobalMaxPooling2D", ("keepdims",), dict(_CHANNELS_LAST)),
     LayerFormat("Flatten", "Flatten", (), dict(_CHANNELS_LAST)),
+    LayerFormat("Reshape", "Reshape", ("target_shape",)),
     LayerFormat("Activation", "Activation", ("activation",)),
-    LayerFormat("ReLU", "ReLU", (), {"max_value": None, "negative_slope": 0.0, "threshold": 0.0}),
-    LayerFormat("Softmax", "Softmax", (), {"axis": -1}),
+    LayerFormat("ReLU", "ReLU", ("max_value", "negative_slope", "threshold")),
+    LayerFormat("LeakyReLU", "LeakyReLU", ("negative_slope",)),
+    LayerFormat("Softmax", "Softmax", ("axis",)),
+    LayerFormat("BatchNormalization", "BatchNormalization",
+                ("axis", "momentum", "epsilon", "center", "scale", *_BATCH_NORM_INITIALIZERS),
+                {"beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
+                 "gamma_constraint": None, "synchronized": False, "renorm": False,
+                 "renorm_clipping": None, "renorm_momentum": 0.99},
+                _batch_norm_weights),
+    LayerFormat("Dropout", "Dropout", ("rate", "noise_shape", "seed")),
+    LayerFormat("Rescaling", "Rescaling", ("scale", "offset")),
     LayerFormat("Add", "Add"),
     LayerFormat("Subtract", "Subtract"),
     LayerFormat("Multiply", "Multiply"),
@@ -170,7 +195,9 @@ def _initializer_from_keras(value, key, reader):
         problem = str(exc)
     # The weights come from the file, so the initializer only matters if the layer is
     # rebuilt; keep Keras's default for it and say so.
-    default = "zeros" if key == "bias_initializer" else "glorot_uniform"
+    default = {"bias_initializer": "zeros", "beta_initializer": "zeros",
+               "moving_mean_initializer": "zeros", "gamma_initializer": "ones",
+               "moving_variance_initializer": "ones"}.get(key, "glorot_uniform")
     reader.warn(f"{problem} Using {default!r}; it only matters if the layer's weights are "
                 "re-initialised.")
     return default
@@ -194,7 +221,7 @@ def _activation_from_keras(value, key, reader):
     from . import activations
     if not isinstance(value, str):
         reader.refuse(f"uses the activation {value!r}, a serialised object; minicnn reads "
-                      "activations by name (relu, softmax, sigmoid, tanh, linear).")
+                      f"activations by name ({', '.join(activations.names())}).")
     try:
         return activations.serialize(activations.get(value))
     except ValueError as exc:
@@ -203,8 +230,8 @@ def _activation_from_keras(value, key, reader):
 
 # key -> (minicnn value -> Keras value, (Keras value, key, reader) -> minicnn value)
 _VALUES = {
-    "kernel_initializer": (_initializer_to_keras, _initializer_from_keras),
-    "bias_initializer": (_initializer_to_keras, _initializer_from_keras),
+    **{key: (_initializer_to_keras, _initializer_from_keras)
+       for key in ("kernel_initializer", "bias_initializer", *_BATCH_NORM_INITIALIZERS)},
     "kernel_regularizer": (_regularizer_to_keras, _regularizer_from_keras),
     "bias_regularizer": (_regularizer_to_keras, _regularizer_from_keras),
     "activation": (lambda name: name, _activation_from_keras),

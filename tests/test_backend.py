@@ -67,6 +67,56 @@ def test_both_backends_train_the_tutorial_model_alike(dtype, rtol, rng):
     np.testing.assert_allclose(ref_pred, fast_pred, rtol=rtol, atol=rtol * 1e-3)
 
 
+NEW_LAYERS_MODEL = """[
+    layers.Rescaling(1 / 0.9, offset=-0.1, input_shape=(12, 12, 1)),
+    layers.Conv2D(6, 3, use_bias=False),  # a bias before BatchNormalization gets no gradient
+    layers.BatchNormalization(),
+    layers.Activation("relu"),
+    layers.MaxPooling2D(2),
+    layers.Conv2D(8, 3, padding="same", activation="gelu"),
+    layers.AveragePooling2D(2, padding="same"),
+    layers.Dropout(0.25),
+    layers.LeakyReLU(),
+    layers.GlobalMaxPooling2D(keepdims=True),
+    layers.GlobalAveragePooling2D(),
+    layers.BatchNormalization(),
+    layers.ReLU(max_value=6.0),
+    layers.Dense(6, activation="selu"),
+    layers.Reshape((2, 3)),
+    layers.Flatten(),
+    layers.Dense(5, activation="softmax"),
+]"""
+
+def new_layers_model(dtype):
+    model = models.Sequential(eval(NEW_LAYERS_MODEL, {"layers": layers}), dtype=dtype)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-9), ("float32", 1e-4)])
+def test_both_backends_train_the_new_layers_alike(dtype, rtol, rng):
+    """Issue 10's layers (batch norm, dropout, average pooling, gelu: compiled on the fast
+    backend) train the same on both backends, Dropout drawing the same masks."""
+    x = rng.random((48, 12, 12, 1)).astype(dtype)
+    y = rng.integers(0, 5, 48)
+    minicnn.set_random_seed(30)
+    weights = new_layers_model(dtype).get_weights()
+    runs = []
+    for backend in ("fast", "reference"):
+        minicnn.set_random_seed(31)
+        model = new_layers_model(dtype)
+        model.set_weights(weights)
+        with ops.backend(backend):
+            history = model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+            runs.append((history.history, model.get_weights(), model.predict(x, verbose=0)))
+    (fast_history, fast_weights, fast_pred), (ref_history, ref_weights, ref_pred) = runs
+    np.testing.assert_allclose(ref_history["loss"], fast_history["loss"], rtol=rtol)
+    for w_ref, w_fast in zip(ref_weights, fast_weights, strict=True):
+        scale = float(np.max(np.abs(w_fast)))
+        np.testing.assert_allclose(w_ref, w_fast, rtol=rtol, atol=rtol * scale)
+    np.testing.assert_allclose(ref_pred, fast_pred, rtol=rtol, atol=rtol * 1e-3)
+
+
 CHILD = r"""
 import json, os, sys
 import numba
@@ -83,13 +133,16 @@ model = models.Sequential([
     layers.Flatten(),
     layers.Dense(5, activation="softmax"),
 ])
-model.compile(optimizer=optimizers.Adam(), loss="sparse_categorical_crossentropy",
-              metrics=["accuracy"])
+# Issue 10's layers, each with its compiled kernels on the fast backend.
+new_layers = models.Sequential(NEW_LAYERS_MODEL)
 rng = np.random.default_rng(0)
 x, y = rng.random((64, 12, 12, 1)).astype("float32"), rng.integers(0, 5, 64)
-model.fit(x, y, epochs=1, batch_size=16, verbose=0)
-model.evaluate(x, y, verbose=0)
-model.predict(x, verbose=0)
+for m in (model, new_layers):
+    m.compile(optimizer=optimizers.Adam(), loss="sparse_categorical_crossentropy",
+              metrics=["accuracy"])
+    m.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    m.evaluate(x, y, verbose=0)
+    m.predict(x, verbose=0)
 dispatchers = [obj for obj in vars(kernels).values()
                if isinstance(obj, numba.core.registry.CPUDispatcher)]
 print(json.dumps({"backend": ops.get_backend(), "dispatchers": len(dispatchers),
@@ -100,7 +153,8 @@ print(json.dumps({"backend": ops.get_backend(), "dispatchers": len(dispatchers),
 
 def run_child(backend):
     env = {**os.environ, "MINICNN_BACKEND": backend, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
+    program = CHILD.replace("NEW_LAYERS_MODEL", NEW_LAYERS_MODEL)
+    proc = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -112,7 +166,10 @@ def test_the_reference_backend_calls_no_compiled_kernel():
     assert report["compiled"] == {}
     # Control: the same program on the fast backend does compile (call) the kernels.
     fast = run_child("fast")
-    assert {"_im2col", "_col2im", "_maxpool2d_tiled", "_bias_act", "_adam"} <= set(fast["compiled"])
+    assert {"_im2col", "_col2im", "_maxpool2d_tiled", "_bias_act", "_adam", "_avgpool2d",
+            "_avgpool2d_backward", "_dropout", "_dropout_backward", "_channel_sums",
+            "_centered_square_sums", "_scale_shift", "_batchnorm_grad_sums", "_batchnorm_dx",
+            "_relu", "_relu_backward", "_gelu", "_gelu_backward"} <= set(fast["compiled"])
 
 
 def test_a_bad_backend_name_in_the_environment_is_a_clear_error():

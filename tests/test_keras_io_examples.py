@@ -10,16 +10,8 @@ import pytest
 from conftest import REPO_ROOT, mnist_data_dir
 
 import minicnn
-from minicnn import layers
-from minicnn._namespace import NotInMinicnnError
 
 EXAMPLES = REPO_ROOT / "examples" / "keras_io"
-
-# Until the layers work of issue 10 (Dropout) is on this branch, both scripts stop at
-# layers.Dropout with minicnn's not-yet error, and only that is expected; once Dropout exists
-# they must pass (strict).
-needs_dropout = pytest.mark.xfail(not hasattr(layers, "Dropout"), raises=NotInMinicnnError,
-                                  strict=True, reason="layers.Dropout is not on this branch yet")
 
 
 @pytest.fixture
@@ -40,7 +32,6 @@ def run(script, capsys):
     return namespace, capsys.readouterr().out
 
 
-@needs_dropout
 def test_keras_io_simple_mnist_convnet(small_mnist, capsys):
     namespace, out = run("mnist_convnet.py", capsys)
     assert "x_train shape: (3000, 28, 28, 1)" in out and "1000 test samples" in out
@@ -51,7 +42,6 @@ def test_keras_io_simple_mnist_convnet(small_mnist, capsys):
     assert namespace["score"][1] == accuracy
 
 
-@needs_dropout
 def test_tensorflow_quickstart_for_beginners(small_mnist, capsys):
     namespace, out = run("tf_quickstart_beginner.py", capsys)
     assert out.startswith(f"TensorFlow version: {minicnn.__version__}\n")

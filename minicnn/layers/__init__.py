@@ -2,17 +2,43 @@
 
 from .base import Layer
 from .conv import Conv2D
-from .core import Activation, Dense, Flatten, ReLU, Softmax
+from .core import Activation, Dense, Flatten, LeakyReLU, ReLU, Softmax
 from .merging import Add, Average, Concatenate, Maximum, Multiply, Subtract
-from .pooling import MaxPooling2D
+from .normalization import BatchNormalization
+from .pooling import (
+    AveragePooling2D,
+    AvgPool2D,
+    GlobalAveragePooling2D,
+    GlobalAvgPool2D,
+    GlobalMaxPool2D,
+    GlobalMaxPooling2D,
+    MaxPool2D,
+    MaxPooling2D,
+)
+from .regularization import Dropout
+from .rescaling import Rescaling
+from .reshaping import Reshape
 
-__all__ = ["Layer", "Conv2D", "MaxPooling2D", "Dense", "Flatten", "Activation", "ReLU", "Softmax",
-           "Add", "Subtract", "Multiply", "Average", "Maximum", "Concatenate", "Input",
-           "InputLayer"]
+# The layer classes, each under its class name (InputLayer lives with the functional API).
+_CLASSES = [
+    Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
+    Dense, Flatten, Reshape, Activation, ReLU, LeakyReLU, Softmax, BatchNormalization, Dropout,
+    Rescaling, Add, Subtract, Multiply, Average, Maximum, Concatenate,
+]
+# Keras's other names for some of them (the same classes, as in Keras).
+ALIASES = {"MaxPool2D": MaxPool2D, "AvgPool2D": AvgPool2D, "GlobalAvgPool2D": GlobalAvgPool2D,
+           "GlobalMaxPool2D": GlobalMaxPool2D}
 
-_BY_CLASS_NAME = {name: globals()[name] for name in __all__
-                  if name not in ("Layer", "Input", "InputLayer")}
+__all__ = ["Layer", *(cls.__name__ for cls in _CLASSES), *ALIASES, "Input", "InputLayer"]
+
+_BY_CLASS_NAME = {**{cls.__name__: cls for cls in _CLASSES}, **ALIASES}
 _MODEL_CLASSES = ("Sequential", "Functional")
+
+
+def layer_classes():
+    """Every layer class of minicnn (each once, aliases not repeated; InputLayer not, it is
+    the functional API's)."""
+    return list(_CLASSES)
 
 
 def __getattr__(name):

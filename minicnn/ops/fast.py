@@ -12,9 +12,16 @@ What makes it fast, op by op:
 - adam_update / adamw_update and rmsprop_update: one compiled pass over a parameter and its
   slots instead of NumPy's many (2-3x faster on the tutorial model, see
   benchmarks/bench_optimizers.py).
-- Everything else (dense, the other activations, average pooling, merging, softmax +
-  cross-entropy, the SGD and Adagrad updates) is already one or two vectorised NumPy calls, or
-  as fast as the compiled pass would be, so this backend uses the reference code as it is.
+- avgpool2d: compiled, one pass forward and one backward (the reference builds every window).
+- batchnorm: compiled passes over (rows, channels) with float64 channel sums (the reference's
+  ``sum(axis=0, dtype=float64)`` and ``(x - mean) ** 2`` make float64 copies of the batch).
+- dropout: one compiled pass applies the mask and the scaling (NumPy's draws, the same as the
+  reference's, so both backends drop the same entries).
+- relu on its own (Activation('relu'), ReLU()) and gelu: compiled, one pass each way (the
+  reference's ReLU backward makes temporaries; its gelu calls Python's math.erf per element).
+- Everything else (dense, the other activations, global pooling, the ReLU variants, rescaling,
+  merging, softmax + cross-entropy, the SGD and Adagrad updates) is already one or two
+  vectorised NumPy calls, or as fast as a compiled pass, so this backend uses the reference.
 
 Buffers: an op given ``ws`` (a dict that the caller keeps between calls with inputs of the same
 shape, see minicnn/graph.py) keeps its output and scratch arrays there and overwrites them on
@@ -32,17 +39,19 @@ from . import kernels, reference
 from .padding import check_pool_pads, output_hw
 from .reference import (  # noqa: F401  (the ops whose reference is already vectorised)
     ACTIVATIONS,
-    activation_backward,
-    activation_forward,
     adagrad_update,
-    avgpool2d_backward,
-    avgpool2d_forward,
     concatenate_backward,
     concatenate_forward,
     dense_backward,
     dense_forward,
+    global_avgpool2d_backward,
+    global_avgpool2d_forward,
+    global_maxpool2d_backward,
+    global_maxpool2d_forward,
     merge_backward,
     merge_forward,
+    rescale_backward,
+    rescale_forward,
     sgd_update,
     softmax_crossentropy_backward,
     softmax_crossentropy_forward,
@@ -126,15 +135,54 @@ def conv2d_backward(dz, cache, need_dx=True):
     return dx, dkernel
 
 
+# Activations with a compiled twin: name -> (forward kernel, backward kernel).
+_COMPILED_ACTIVATIONS = {"relu": (kernels.relu_into, kernels.relu_backward_into),
+                         "gelu": (kernels.gelu_into, kernels.gelu_backward_into)}
+
+
+def activation_forward(x, activation, ws=None):
+    """Twin of reference.activation_forward: y = activation(x); relu and gelu compiled (into
+    ws's buffer when given)."""
+    compiled = _COMPILED_ACTIVATIONS.get(activation)
+    if compiled is None or x.dtype not in (np.float32, np.float64):
+        return reference.activation_forward(x, activation)
+    x = np.ascontiguousarray(x)
+    y = compiled[0](x, _buffer(ws, "y", x.shape, x.dtype))
+    return y, (activation, x, y, ws)
+
+
+def activation_backward(dy, cache):
+    """Twin of reference.activation_backward: dL/dy -> dL/dx."""
+    if len(cache) == 3:  # made by the reference
+        return reference.activation_backward(dy, cache)
+    activation, x, _, ws = cache
+    dy = np.ascontiguousarray(dy)
+    return _COMPILED_ACTIVATIONS[activation][1](dy, x, _buffer(ws, "dz", dy.shape, dy.dtype))
+
+
+def relu_general_forward(x, negative_slope=0.0, max_value=None, threshold=0.0, ws=None):
+    """Twin of reference.relu_general_forward; the plain max(x, 0) runs compiled."""
+    if negative_slope == 0 and max_value is None and threshold == 0:
+        return activation_forward(x, "relu", ws=ws)
+    return reference.relu_general_forward(x, negative_slope, max_value, threshold)
+
+
+def relu_general_backward(dy, cache):
+    """Twin of reference.relu_general_backward."""
+    if isinstance(cache[0], str):  # activation_forward's cache: the compiled plain ReLU
+        return activation_backward(dy, cache)
+    return reference.relu_general_backward(dy, cache)
+
+
 def bias_activation_forward(z, bias, activation, ws=None):
     """Twin of reference.bias_activation_forward: y = activation(z + bias).
 
     'relu' and 'linear' on a buffer the caller hands over (ws given) run as one compiled
-    pass in place over z; the others use the reference.
+    pass in place over z; the others add the bias, then run activation_forward.
     """
     code = _FUSED_ACTIVATIONS.get(activation)
     if code is None or ws is None or not z.flags.c_contiguous:
-        y, cache = reference.bias_activation_forward(z, bias, activation)
+        y, cache = activation_forward(z if bias is None else z + bias, activation)
         return y, (cache, None)
     kernels.bias_act_into(z.reshape(-1, z.shape[-1]), bias, code)
     return z, (None, (code, z, ws))
@@ -142,9 +190,10 @@ def bias_activation_forward(z, bias, activation, ws=None):
 
 def bias_activation_backward(dy, cache, need_dbias=True):
     """Twin of reference.bias_activation_backward: dy -> (dz, dbias or None)."""
-    reference_cache, fused = cache
+    activation_cache, fused = cache
     if fused is None:
-        return reference.bias_activation_backward(dy, reference_cache, need_dbias)
+        dz = activation_backward(dy, activation_cache)
+        return dz, (dz.reshape(-1, dz.shape[-1]).sum(axis=0) if need_dbias else None)
     code, y, ws = fused
     f = y.shape[-1]
     dy2 = np.ascontiguousarray(dy).reshape(-1, f)
@@ -157,11 +206,11 @@ def bias_activation_backward(dy, cache, need_dbias=True):
 
 def activation_input(cache):
     """Twin of reference.activation_input, for caches of either activation op."""
-    if len(cache) == 2:  # bias_activation_forward's (reference cache, fused part)
-        reference_cache, fused = cache
+    if len(cache) == 2:  # bias_activation_forward's (activation cache, fused part)
+        activation_cache, fused = cache
         if fused is not None:
             raise ValueError("activation_input: a fused ReLU/linear pass keeps only its output.")
-        return reference_cache[1]
+        return activation_cache[1]
     return reference.activation_input(cache)
 
 
@@ -197,6 +246,114 @@ def maxpool2d_backward(dy, cache):
 
 def _contiguous(*arrays):
     return all(a is None or a.flags.c_contiguous for a in arrays)
+
+
+def avgpool2d_forward(x, pool_size, strides, pads, ws=None):
+    """Twin of reference.avgpool2d_forward: x (N, H, W, C) -> (y (N, OH, OW, C), cache)."""
+    check_pool_pads("avgpool2d_forward", pool_size, pads)
+    x = np.ascontiguousarray(x)
+    n_batch, h, w, c = x.shape
+    out_h, out_w = output_hw(h, w, *pool_size, strides, pads)
+    y = _buffer(ws, "y", (n_batch, out_h, out_w, c), x.dtype)
+    kernels.avgpool2d_into(x, pool_size, strides, pads, y)
+    return y, (x.shape, pool_size, strides, pads, ws)
+
+
+def avgpool2d_backward(dy, cache):
+    """Twin of reference.avgpool2d_backward: dy (N, OH, OW, C) -> dx (N, H, W, C)."""
+    x_shape, pool_size, strides, pads, ws = cache
+    dy = np.ascontiguousarray(dy)
+    dx = _buffer(ws, "dx", tuple(x_shape), dy.dtype)
+    return kernels.avgpool2d_backward_into(dy, pool_size, strides, pads, dx)
+
+
+def _alone(array):
+    return array
+
+
+def batchnorm_moments(x, allreduce=None):
+    """Twin of reference.batchnorm_moments: x (..., C) -> (mean (C,), variance (C,)), the
+    whole batch's (allreduce), from two compiled passes with float64 channel sums."""
+    allreduce = allreduce or _alone
+    c = x.shape[-1]
+    rows = np.ascontiguousarray(x).reshape(-1, c)
+    first = np.empty(c + 1)
+    kernels.channel_sums_into(rows, first[:c])
+    first[c] = rows.shape[0]
+    first = allreduce(first)
+    count = first[c]
+    mean = first[:c] / count
+    variance = allreduce(kernels.centered_square_sums_into(rows, mean, np.empty(c))) / count
+    return mean.astype(x.dtype), variance.astype(x.dtype)
+
+
+def batchnorm_forward(x, mean, variance, gamma, beta, epsilon, ws=None):
+    """Twin of reference.batchnorm_forward: y = x * inv + (beta - mean * inv), inv = gamma /
+    sqrt(variance + epsilon); one compiled pass. x (..., C) -> (y like x, cache)."""
+    x = np.ascontiguousarray(x)
+    t = x.dtype.type
+    dtype, c = x.dtype, x.shape[-1]
+    mean = np.ascontiguousarray(mean, dtype)
+    inv = 1 / np.sqrt(np.asarray(variance, dtype) + t(epsilon))
+    scale = inv if gamma is None else inv * gamma
+    shift = -mean * scale
+    if beta is not None:
+        shift = shift + beta
+    y = _buffer(ws, "y", x.shape, dtype)
+    kernels.scale_shift_into(x.reshape(-1, c), np.ascontiguousarray(scale, dtype),
+                             np.ascontiguousarray(shift, dtype), y.reshape(-1, c))
+    return y, (x, mean, np.ascontiguousarray(inv), gamma, ws)
+
+
+def batchnorm_backward(dy, cache, training, allreduce=None, need_dx=True):
+    """Twin of reference.batchnorm_backward: dy -> (dx or None, dgamma, dbeta); two compiled
+    passes (the sums, then dx) in training, one NumPy product in inference."""
+    x, mean, inv, gamma, ws = cache
+    c = x.shape[-1]
+    dy = np.ascontiguousarray(dy)
+    if dy.shape != x.shape or dy.dtype != x.dtype:
+        raise ValueError(f"batchnorm_backward: dy {dy.shape} {dy.dtype} does not match the "
+                         f"forward pass ({x.shape}, {x.dtype}).")
+    rows, drows = x.reshape(-1, c), dy.reshape(-1, c)
+    sums = kernels.batchnorm_grad_sums_into(drows, rows, mean, inv, np.empty((2, c)))
+    grads = sums[1].astype(dy.dtype), sums[0].astype(dy.dtype)
+    if not need_dx:
+        return (None, *grads)
+    g = inv if gamma is None else gamma * inv
+    if not training:
+        return dy * g, *grads
+    totals = (allreduce or _alone)(np.append(sums.reshape(-1), rows.shape[0]))
+    count = totals[-1]
+    mean_dy = (totals[:c] / count).astype(dy.dtype)
+    mean_dy_xhat = (totals[c:2 * c] / count).astype(dy.dtype)
+    dx = _buffer(ws, "dx", dy.shape, dy.dtype)
+    kernels.batchnorm_dx_into(drows, rows, mean, inv, np.ascontiguousarray(g, dy.dtype),
+                              mean_dy, mean_dy_xhat, dx.reshape(-1, c))
+    return dx, *grads
+
+
+def dropout_forward(x, rate, noise_shape, rng, ws=None):
+    """Twin of reference.dropout_forward (the same draws from rng, so the same mask): one
+    compiled pass makes the mask and y. A noise_shape that broadcasts uses the reference."""
+    if rate >= 1 or tuple(noise_shape) != x.shape:
+        return reference.dropout_forward(x, rate, noise_shape, rng)
+    x = np.ascontiguousarray(x)
+    u = _buffer(ws, "u", x.shape, x.dtype)
+    rng.random(dtype=x.dtype, out=u)
+    y = _buffer(ws, "y", x.shape, x.dtype)
+    keep = _buffer(ws, "keep", x.shape, np.bool_)
+    kernels.dropout_into(x, u, rate, y, keep)
+    return y, (keep, x.dtype.type(1 - rate), ws)
+
+
+def dropout_backward(dy, cache):
+    """Twin of reference.dropout_backward: dy -> dx = dy / (1 - rate) where kept, else 0."""
+    if len(cache) == 2:  # made by the reference (a broadcast mask, or rate 1)
+        return reference.dropout_backward(dy, cache)
+    keep, keep_prob, ws = cache
+    dy = np.ascontiguousarray(dy)
+    dx = _buffer(ws, "dx", dy.shape, dy.dtype)
+    return kernels.dropout_backward_into(dy, keep, keep_prob, dx)
 
 
 def adam_update(grad, param, m, v, beta_1, beta_2, alpha, epsilon):

@@ -8,6 +8,14 @@ into the fast backend's ops. Here:
 - ``maxpool2d_into`` / ``maxpool2d_backward_into``: max pooling, any window, stride, padding;
   ``maxpool2d_tiled_into`` / ``maxpool2d_tiled_backward_into``: the common case (window ==
   stride, no padding), which writes each input cell exactly once.
+- ``avgpool2d_into`` / ``avgpool2d_backward_into``: average pooling (padding not counted).
+- ``dropout_into`` / ``dropout_backward_into``: inverted dropout's mask and scaling in one pass.
+- ``channel_sums_into``, ``centered_square_sums_into``, ``scale_shift_into``,
+  ``batchnorm_grad_sums_into``, ``batchnorm_dx_into``: the passes of batch normalization
+  (its whole-batch sums are float64 per channel, added across threads by the layer).
+- ``relu_into`` / ``relu_backward_into``: ReLU on its own (an Activation or ReLU layer, e.g.
+  after BatchNormalization), one pass each way.
+- ``gelu_into`` / ``gelu_backward_into``: GELU with math.erf (NumPy has no erf).
 - ``bias_act_into`` / ``act_backward_bias_into``: bias + ReLU (or linear) in one pass over the
   output, and its backward with the bias gradient, in one pass.
 - ``adam_update`` (Adam and AdamW), ``rmsprop_update``: Keras's optimizer steps on one
@@ -20,8 +28,9 @@ each public ``*_into`` wrapper checks shapes, dtypes and memory layout first and
 ValueError on any mismatch: a wrong call can never write past a buffer. The checks cost a few
 microseconds per call. Wrappers pass plain Python ints so Numba compiles one version per dtype.
 
-Determinism: the one reduction (the bias gradient) adds fixed blocks of rows, then the blocks
-in order, so results depend only on the input, never on scheduling.
+Determinism: every reduction adds in a fixed order (the bias gradient: fixed blocks of rows, then
+the blocks in order; batch normalization's sums: row by row), so results depend only on the
+input, never on scheduling.
 
 On-disk cache: Numba first tries ``__pycache__`` next to this file, then a user-wide directory
 (``$XDG_CACHE_HOME/numba`` or ``~/.cache/numba``), or ``$NUMBA_CACHE_DIR`` when set, so a
@@ -32,6 +41,7 @@ cache and warns once, instead of making the package unimportable.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numba
@@ -44,6 +54,11 @@ __all__ = [
     "im2col_into", "col2im_into",
     "maxpool2d_into", "maxpool2d_backward_into",
     "maxpool2d_tiled_into", "maxpool2d_tiled_backward_into",
+    "avgpool2d_into", "avgpool2d_backward_into",
+    "dropout_into", "dropout_backward_into",
+    "channel_sums_into", "centered_square_sums_into", "scale_shift_into",
+    "batchnorm_grad_sums_into", "batchnorm_dx_into",
+    "relu_into", "relu_backward_into", "gelu_into", "gelu_backward_into",
     "bias_act_into", "act_backward_bias_into", "SUM_BLOCK",
     "adam_update", "rmsprop_update",
 ]
@@ -405,6 +420,338 @@ def maxpool2d_tiled_backward_into(dy, argmax, pool_size, dx):
     _check(where, "dx", dx, dx.shape, dtype)
     _maxpool2d_tiled_backward(dy, argmax, ph, pw, dx)
     return dx
+
+
+# --------------------------------------------------------------------------- average pooling
+
+
+@_jit(nogil=True)
+def _avgpool2d(x, ph, pw, sh, sw, top, left, y):
+    n_batch, h, w, c = x.shape
+    out_h, out_w = y.shape[1], y.shape[2]
+    for n in range(n_batch):
+        for oh in range(out_h):
+            h0 = oh * sh - top
+            i_lo = max(0, -h0)
+            i_hi = min(ph, h - h0)
+            for ow in range(out_w):
+                w0 = ow * sw - left
+                j_lo = max(0, -w0)
+                j_hi = min(pw, w - w0)
+                # The mean of the real inputs only: padding is not counted (as Keras).
+                count = (i_hi - i_lo) * (j_hi - j_lo)
+                for ch in range(c):
+                    y[n, oh, ow, ch] = 0.0
+                for i in range(i_lo, i_hi):
+                    for j in range(j_lo, j_hi):
+                        for ch in range(c):
+                            y[n, oh, ow, ch] += x[n, h0 + i, w0 + j, ch]
+                for ch in range(c):
+                    y[n, oh, ow, ch] /= count
+
+
+def avgpool2d_into(x, pool_size, strides, pads, y):
+    """x (N, H, W, C) -> writes y (N, OH, OW, C), the mean of each window's real inputs;
+    see reference.avgpool2d_forward. Returns y."""
+    where = "kernels.avgpool2d_into"
+    dtype = _float_dtype(where, x)
+    if x.ndim != 4:
+        raise ValueError(f"{where}: x must be (N, H, W, C), got shape {x.shape}.")
+    geometry, out_shape = _pool_geometry(where, x.shape, pool_size, strides, pads)
+    _check(where, "x", x, x.shape, dtype)
+    _check(where, "y", y, out_shape, dtype)
+    _avgpool2d(x, *geometry, y)
+    return y
+
+
+@_jit(nogil=True)
+def _avgpool2d_backward(dy, ph, pw, sh, sw, top, left, dx):
+    n_batch, h, w, c = dx.shape
+    out_h, out_w = dy.shape[1], dy.shape[2]
+    # One sample per iteration: every write lands in dx[n].
+    for n in range(n_batch):
+        dx[n] = 0.0
+        for oh in range(out_h):
+            h0 = oh * sh - top
+            i_lo = max(0, -h0)
+            i_hi = min(ph, h - h0)
+            for ow in range(out_w):
+                w0 = ow * sw - left
+                j_lo = max(0, -w0)
+                j_hi = min(pw, w - w0)
+                count = (i_hi - i_lo) * (j_hi - j_lo)
+                for i in range(i_lo, i_hi):
+                    for j in range(j_lo, j_hi):
+                        for ch in range(c):
+                            dx[n, h0 + i, w0 + j, ch] += dy[n, oh, ow, ch] / count
+
+
+def avgpool2d_backward_into(dy, pool_size, strides, pads, dx):
+    """dy (N, OH, OW, C) -> writes dx (N, H, W, C): each window's dy / count added to each of
+    its real inputs; see reference.avgpool2d_backward. Returns dx."""
+    where = "kernels.avgpool2d_backward_into"
+    dtype = _float_dtype(where, dy)
+    if not isinstance(dx, np.ndarray) or dx.ndim != 4:
+        raise ValueError(f"{where}: dx must be a (N, H, W, C) array.")
+    geometry, out_shape = _pool_geometry(where, dx.shape, pool_size, strides, pads)
+    _check(where, "dy", dy, out_shape, dtype)
+    _check(where, "dx", dx, dx.shape, dtype)
+    _avgpool2d_backward(dy, *geometry, dx)
+    return dx
+
+
+# --------------------------------------------------------------------------- dropout
+
+
+@_jit(nogil=True, error_model="numpy")
+def _dropout(x, u, rate, keep_prob, y, keep):
+    zero = rate - rate
+    for i in range(x.size):
+        kept = u[i] >= rate
+        keep[i] = kept
+        y[i] = x[i] / keep_prob if kept else zero
+
+
+def dropout_into(x, u, rate, y, keep):
+    """Inverted dropout in one pass over flat views: ``keep = u >= rate``,
+    ``y = x / (1 - rate)`` where kept, else 0; u are the uniform draws (same shape as x).
+    x, u, y: same shape and float dtype, keep: bool; all C-contiguous. 0 <= rate < 1.
+    Returns (y, keep)."""
+    where = "kernels.dropout_into"
+    dtype = _float_dtype(where, x)
+    for name, array in (("x", x), ("u", u), ("y", y)):
+        _check(where, name, array, x.shape, dtype)
+    _check(where, "keep", keep, x.shape, np.bool_)
+    if not 0 <= rate < 1:
+        raise ValueError(f"{where}: rate must be in [0, 1), got {rate!r}.")
+    t = dtype.type
+    _dropout(x.reshape(-1), u.reshape(-1), t(rate), t(1 - rate), y.reshape(-1), keep.reshape(-1))
+    return y, keep
+
+
+@_jit(nogil=True, error_model="numpy")
+def _dropout_backward(dy, keep, keep_prob, dx):
+    zero = keep_prob - keep_prob
+    for i in range(dy.size):
+        dx[i] = dy[i] / keep_prob if keep[i] else zero
+
+
+def dropout_backward_into(dy, keep, keep_prob, dx):
+    """``dx = dy / keep_prob`` where keep, else 0; dy, dx same float dtype and shape as keep
+    (bool), all C-contiguous; 0 < keep_prob <= 1. Returns dx."""
+    where = "kernels.dropout_backward_into"
+    dtype = _float_dtype(where, dy)
+    _check(where, "dy", dy, keep.shape, dtype)
+    _check(where, "keep", keep, dy.shape, np.bool_)
+    _check(where, "dx", dx, dy.shape, dtype)
+    if not 0 < keep_prob <= 1:
+        raise ValueError(f"{where}: keep_prob must be in (0, 1], got {keep_prob!r}.")
+    _dropout_backward(dy.reshape(-1), keep.reshape(-1), dtype.type(keep_prob), dx.reshape(-1))
+    return dx
+
+
+# --------------------------------------------------------------------------- batch normalization
+#
+# All on (M, C) row-major views (M = every position of every sample, C channels): the inner
+# loops run over channels, contiguous. Sums accumulate in float64, row by row in order.
+
+
+@_jit(nogil=True)
+def _channel_sums(rows, out):
+    m, c = rows.shape
+    for k in range(c):
+        out[k] = 0.0
+    for r in range(m):
+        for k in range(c):
+            out[k] += rows[r, k]
+
+
+@_jit(nogil=True)
+def _centered_square_sums(rows, mean, out):
+    m, c = rows.shape
+    for k in range(c):
+        out[k] = 0.0
+    for r in range(m):
+        for k in range(c):
+            d = rows[r, k] - mean[k]
+            out[k] += d * d
+
+
+def _check_rows(where, rows):
+    dtype = _float_dtype(where, rows)
+    if rows.ndim != 2:
+        raise ValueError(f"{where}: rows must be 2-D (M, C), got shape {rows.shape}.")
+    _check(where, "rows", rows, rows.shape, dtype)
+    return dtype
+
+
+def channel_sums_into(rows, out):
+    """rows (M, C) -> out (C,) float64: ``out[k] = sum_r rows[r, k]``. Returns out."""
+    where = "kernels.channel_sums_into"
+    _check_rows(where, rows)
+    _check(where, "out", out, (rows.shape[1],), np.float64)
+    _channel_sums(rows, out)
+    return out
+
+
+def centered_square_sums_into(rows, mean, out):
+    """rows (M, C), mean (C,) float64 -> out (C,) float64: ``sum_r (rows[r, k] - mean[k])^2``
+    (computed in float64). Returns out."""
+    where = "kernels.centered_square_sums_into"
+    _check_rows(where, rows)
+    _check(where, "mean", mean, (rows.shape[1],), np.float64)
+    _check(where, "out", out, (rows.shape[1],), np.float64)
+    _centered_square_sums(rows, mean, out)
+    return out
+
+
+@_jit(nogil=True)
+def _scale_shift(rows, scale, shift, y):
+    m, c = rows.shape
+    for r in range(m):
+        for k in range(c):
+            y[r, k] = rows[r, k] * scale[k] + shift[k]
+
+
+def scale_shift_into(rows, scale, shift, y):
+    """``y[r, k] = rows[r, k] * scale[k] + shift[k]``: rows, y (M, C); scale, shift (C,); one
+    float dtype, C-contiguous. Returns y."""
+    where = "kernels.scale_shift_into"
+    dtype = _check_rows(where, rows)
+    c = rows.shape[1]
+    _check(where, "scale", scale, (c,), dtype)
+    _check(where, "shift", shift, (c,), dtype)
+    _check(where, "y", y, rows.shape, dtype)
+    _scale_shift(rows, scale, shift, y)
+    return y
+
+
+@_jit(nogil=True)
+def _batchnorm_grad_sums(drows, rows, mean, inv, out):
+    m, c = rows.shape
+    for k in range(c):
+        out[0, k] = 0.0
+        out[1, k] = 0.0
+    for r in range(m):
+        for k in range(c):
+            g = drows[r, k]
+            xhat = (rows[r, k] - mean[k]) * inv[k]
+            out[0, k] += g
+            out[1, k] += g * xhat
+
+
+def batchnorm_grad_sums_into(drows, rows, mean, inv, out):
+    """drows, rows (M, C); mean, inv (C,) -> out (2, C) float64: ``out[0] = sum_r drows``,
+    ``out[1] = sum_r drows * xhat`` with ``xhat = (rows - mean) * inv`` (in rows' dtype; the
+    product too, summed in float64). Returns out."""
+    where = "kernels.batchnorm_grad_sums_into"
+    dtype = _check_rows(where, rows)
+    c = rows.shape[1]
+    _check(where, "drows", drows, rows.shape, dtype)
+    _check(where, "mean", mean, (c,), dtype)
+    _check(where, "inv", inv, (c,), dtype)
+    _check(where, "out", out, (2, c), np.float64)
+    _batchnorm_grad_sums(drows, rows, mean, inv, out)
+    return out
+
+
+@_jit(nogil=True)
+def _batchnorm_dx(drows, rows, mean, inv, g, mean_dy, mean_dy_xhat, dx):
+    m, c = rows.shape
+    for r in range(m):
+        for k in range(c):
+            xhat = (rows[r, k] - mean[k]) * inv[k]
+            dx[r, k] = g[k] * ((drows[r, k] - mean_dy[k]) - xhat * mean_dy_xhat[k])
+
+
+def batchnorm_dx_into(drows, rows, mean, inv, g, mean_dy, mean_dy_xhat, dx):
+    """Training-mode batch-norm input gradient: ``dx = g * (drows - mean_dy - xhat *
+    mean_dy_xhat)``, ``xhat = (rows - mean) * inv``. drows, rows, dx (M, C); the rest (C,);
+    one float dtype. Returns dx."""
+    where = "kernels.batchnorm_dx_into"
+    dtype = _check_rows(where, rows)
+    c = rows.shape[1]
+    _check(where, "drows", drows, rows.shape, dtype)
+    for name, array in (("mean", mean), ("inv", inv), ("g", g), ("mean_dy", mean_dy),
+                        ("mean_dy_xhat", mean_dy_xhat)):
+        _check(where, name, array, (c,), dtype)
+    _check(where, "dx", dx, rows.shape, dtype)
+    _batchnorm_dx(drows, rows, mean, inv, g, mean_dy, mean_dy_xhat, dx)
+    return dx
+
+
+# --------------------------------------------------------------------------- ReLU and GELU
+
+
+@_jit(nogil=True)
+def _relu(z, y):
+    for i in range(z.size):
+        v = z[i]
+        y[i] = v if v > 0 else 0.0
+
+
+@_jit(nogil=True)
+def _relu_backward(dy, z, dz):
+    for i in range(z.size):
+        dz[i] = dy[i] if z[i] > 0 else 0.0
+
+
+def relu_into(z, y):
+    """``y = max(z, 0)`` elementwise (z, y same shape and float dtype, C-contiguous; y may be
+    z itself). Returns y."""
+    where = "kernels.relu_into"
+    dtype = _float_dtype(where, z)
+    _check(where, "z", z, z.shape, dtype)
+    _check(where, "y", y, z.shape, dtype)
+    _relu(z.reshape(-1), y.reshape(-1))
+    return y
+
+
+def relu_backward_into(dy, z, dz):
+    """``dz = dy where z > 0, else 0`` elementwise (same shapes and dtype). Returns dz."""
+    where = "kernels.relu_backward_into"
+    dtype = _float_dtype(where, z)
+    for name, array in (("dy", dy), ("z", z), ("dz", dz)):
+        _check(where, name, array, z.shape, dtype)
+    _relu_backward(dy.reshape(-1), z.reshape(-1), dz.reshape(-1))
+    return dz
+
+
+@_jit(nogil=True)
+def _gelu(z, y):
+    for i in range(z.size):
+        v = z[i]
+        y[i] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+
+
+@_jit(nogil=True)
+def _gelu_backward(dy, z, dz):
+    for i in range(z.size):
+        v = z[i]
+        cdf = 0.5 * (1.0 + math.erf(v * 0.7071067811865476))
+        pdf = math.exp(-0.5 * v * v) * 0.3989422804014327
+        dz[i] = dy[i] * (cdf + v * pdf)
+
+
+def gelu_into(z, y):
+    """``y = 0.5 z (1 + erf(z / sqrt 2))`` elementwise (z, y same shape and float dtype,
+    C-contiguous; computed in float64 per element). Returns y."""
+    where = "kernels.gelu_into"
+    dtype = _float_dtype(where, z)
+    _check(where, "z", z, z.shape, dtype)
+    _check(where, "y", y, z.shape, dtype)
+    _gelu(z.reshape(-1), y.reshape(-1))
+    return y
+
+
+def gelu_backward_into(dy, z, dz):
+    """``dz = dy (Phi(z) + z phi(z))`` elementwise (same shapes and dtype). Returns dz."""
+    where = "kernels.gelu_backward_into"
+    dtype = _float_dtype(where, z)
+    for name, array in (("dy", dy), ("z", z), ("dz", dz)):
+        _check(where, name, array, z.shape, dtype)
+    _gelu_backward(dy.reshape(-1), z.reshape(-1), dz.reshape(-1))
+    return dz
 
 
 # --------------------------------------------------------------------------- bias + activation

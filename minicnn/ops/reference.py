@@ -34,6 +34,8 @@ float64); nothing is promoted.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .padding import check_pool_pads, output_hw
@@ -46,6 +48,12 @@ __all__ = [
     "bias_activation_forward", "bias_activation_backward",
     "maxpool2d_forward", "maxpool2d_backward",
     "avgpool2d_forward", "avgpool2d_backward",
+    "relu_general_forward", "relu_general_backward",
+    "global_avgpool2d_forward", "global_avgpool2d_backward",
+    "global_maxpool2d_forward", "global_maxpool2d_backward",
+    "batchnorm_moments", "batchnorm_forward", "batchnorm_backward",
+    "dropout_forward", "dropout_backward",
+    "rescale_forward", "rescale_backward",
     "softmax_crossentropy_forward", "softmax_crossentropy_backward",
     "merge_forward", "merge_backward", "concatenate_forward", "concatenate_backward",
     "sgd_update", "rmsprop_update", "adagrad_update", "adam_update", "adamw_update",
@@ -208,10 +216,19 @@ def relu_backward(dy, z, y):
     return np.where(z > 0, dy, 0).astype(dy.dtype, copy=False)
 
 
-def sigmoid_forward(z):
-    """y = 1 / (1 + exp(-z)), computed without overflow for large |z|."""
+def _sigmoid(z):
     e = np.exp(-np.abs(z))
     return np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype, copy=False)
+
+
+def _softplus(z):
+    """log(1 + exp(z)) without overflow: max(z, 0) + log1p(exp(-|z|))."""
+    return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+
+
+def sigmoid_forward(z):
+    """y = 1 / (1 + exp(-z)), computed without overflow for large |z|."""
+    return _sigmoid(z)
 
 
 def sigmoid_backward(dy, z, y):
@@ -243,12 +260,187 @@ def softmax_backward(dy, z, y):
     return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
 
 
+def elu_forward(z):
+    """y = z for z > 0, exp(z) - 1 otherwise (Keras's elu with alpha = 1)."""
+    return np.where(z > 0, z, np.expm1(np.minimum(z, 0)))
+
+
+def elu_backward(dy, z, y):
+    """dz = dy for z > 0, dy * exp(z) = dy * (y + 1) otherwise."""
+    return np.where(z > 0, dy, dy * (y + 1))
+
+
+# SELU's constants (Klambauer et al., 2017), at the precision JAX and Keras use.
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu_forward(z):
+    """y = scale * z for z > 0, scale * alpha * (exp(z) - 1) otherwise."""
+    t = z.dtype.type
+    return t(SELU_SCALE) * np.where(z > 0, z, t(SELU_ALPHA) * np.expm1(np.minimum(z, 0)))
+
+
+def selu_backward(dy, z, y):
+    """dz = dy * scale for z > 0, dy * (y + scale * alpha) otherwise."""
+    t = z.dtype.type
+    return np.where(z > 0, dy * t(SELU_SCALE), dy * (y + t(SELU_SCALE * SELU_ALPHA)))
+
+
+def _erf(x):
+    """The error function elementwise, from Python's math.erf (NumPy has none). Exact but slow
+    (a Python call per element); the fast backend has a compiled gelu."""
+    return np.frompyfunc(math.erf, 1, 1)(x).astype(x.dtype)
+
+
+def gelu_forward(z):
+    """y = z * Phi(z) = 0.5 z (1 + erf(z / sqrt 2)): Keras's gelu with approximate=False."""
+    t = z.dtype.type
+    return t(0.5) * z * (1 + _erf(z * t(1 / math.sqrt(2))))
+
+
+def gelu_backward(dy, z, y):
+    """dz = dy * (Phi(z) + z phi(z)), phi(z) = exp(-z^2 / 2) / sqrt(2 pi) the normal density."""
+    t = z.dtype.type
+    cdf = t(0.5) * (1 + _erf(z * t(1 / math.sqrt(2))))
+    pdf = np.exp(t(-0.5) * z * z) * t(1 / math.sqrt(2 * math.pi))
+    return dy * (cdf + z * pdf)
+
+
+def softplus_forward(z):
+    """y = log(1 + exp(z))."""
+    return _softplus(z)
+
+
+def softplus_backward(dy, z, y):
+    """dz = dy * sigmoid(z)."""
+    return dy * _sigmoid(z)
+
+
+def softsign_forward(z):
+    """y = z / (1 + |z|)."""
+    return z / (1 + np.abs(z))
+
+
+def softsign_backward(dy, z, y):
+    """dz = dy / (1 + |z|)^2."""
+    return dy / (1 + np.abs(z)) ** 2
+
+
+def silu_forward(z):
+    """y = z * sigmoid(z) (swish)."""
+    return z * _sigmoid(z)
+
+
+def silu_backward(dy, z, y):
+    """dz = dy * s (1 + z (1 - s)), s = sigmoid(z)."""
+    s = _sigmoid(z)
+    return dy * s * (1 + z * (1 - s))
+
+
+def relu6_forward(z):
+    """y = min(max(z, 0), 6)."""
+    return np.clip(z, 0, 6)
+
+
+def relu6_backward(dy, z, y):
+    """dz = dy where 0 < z < 6, else 0."""
+    return np.where((z > 0) & (z < 6), dy, 0).astype(dy.dtype, copy=False)
+
+
+def hard_sigmoid_forward(z):
+    """y = relu6(z + 3) / 6: 0 below -3, 1 above 3, z / 6 + 1/2 between."""
+    return np.clip(z + 3, 0, 6) / 6
+
+
+def hard_sigmoid_backward(dy, z, y):
+    """dz = dy / 6 where -3 < z < 3, else 0."""
+    return np.where((z > -3) & (z < 3), dy / 6, 0).astype(dy.dtype, copy=False)
+
+
+def hard_silu_forward(z):
+    """y = z * hard_sigmoid(z) (hard swish)."""
+    return z * (np.clip(z + 3, 0, 6) / 6)
+
+
+def hard_silu_backward(dy, z, y):
+    """dz = dy * (hard_sigmoid(z) + z / 6 where -3 < z < 3)."""
+    inside = (z > -3) & (z < 3)
+    return dy * (np.clip(z + 3, 0, 6) / 6 + np.where(inside, z / 6, 0))
+
+
+def exponential_forward(z):
+    """y = exp(z)."""
+    return np.exp(z)
+
+
+def exponential_backward(dy, z, y):
+    """dz = dy * y."""
+    return dy * y
+
+
+def leaky_relu_forward(z):
+    """y = z for z >= 0, 0.2 z otherwise (Keras's leaky_relu activation; the LeakyReLU layer
+    takes any slope, see relu_general_forward)."""
+    return np.where(z >= 0, z, z.dtype.type(0.2) * z)
+
+
+def leaky_relu_backward(dy, z, y):
+    """dz = dy for z >= 0, 0.2 dy otherwise."""
+    return np.where(z >= 0, dy, dy.dtype.type(0.2) * dy)
+
+
+def mish_forward(z):
+    """y = z * tanh(softplus(z))."""
+    return z * np.tanh(_softplus(z))
+
+
+def mish_backward(dy, z, y):
+    """dz = dy * (tanh(sp) + z * (1 - tanh(sp)^2) * sigmoid(z)), sp = softplus(z)."""
+    t = np.tanh(_softplus(z))
+    return dy * (t + z * (1 - t * t) * _sigmoid(z))
+
+
+def log_sigmoid_forward(z):
+    """y = log(sigmoid(z)) = -softplus(-z)."""
+    return -_softplus(-z)
+
+
+def log_sigmoid_backward(dy, z, y):
+    """dz = dy * sigmoid(-z)."""
+    return dy * _sigmoid(-z)
+
+
+def hard_tanh_forward(z):
+    """y = clip(z, -1, 1)."""
+    return np.clip(z, -1, 1)
+
+
+def hard_tanh_backward(dy, z, y):
+    """dz = dy where -1 < z < 1, else 0."""
+    return np.where((z > -1) & (z < 1), dy, 0).astype(dy.dtype, copy=False)
+
+
 ACTIVATIONS = {
     "linear": (linear_forward, linear_backward),
     "relu": (relu_forward, relu_backward),
     "sigmoid": (sigmoid_forward, sigmoid_backward),
     "tanh": (tanh_forward, tanh_backward),
     "softmax": (softmax_forward, softmax_backward),
+    "elu": (elu_forward, elu_backward),
+    "selu": (selu_forward, selu_backward),
+    "gelu": (gelu_forward, gelu_backward),
+    "softplus": (softplus_forward, softplus_backward),
+    "softsign": (softsign_forward, softsign_backward),
+    "silu": (silu_forward, silu_backward),
+    "relu6": (relu6_forward, relu6_backward),
+    "hard_sigmoid": (hard_sigmoid_forward, hard_sigmoid_backward),
+    "hard_silu": (hard_silu_forward, hard_silu_backward),
+    "exponential": (exponential_forward, exponential_backward),
+    "leaky_relu": (leaky_relu_forward, leaky_relu_backward),
+    "mish": (mish_forward, mish_backward),
+    "log_sigmoid": (log_sigmoid_forward, log_sigmoid_backward),
+    "hard_tanh": (hard_tanh_forward, hard_tanh_backward),
 }
 
 
@@ -289,6 +481,35 @@ def bias_activation_backward(dy, cache, need_dbias=True):
     ``dbias = dz`` summed over every axis but the last (the bias is added at every position)."""
     dz = activation_backward(dy, cache)
     return dz, (dz.reshape(-1, dz.shape[-1]).sum(axis=0) if need_dbias else None)
+
+
+def relu_general_forward(x, negative_slope=0.0, max_value=None, threshold=0.0, ws=None):
+    """Keras's relu(x, negative_slope, max_value, threshold): the ReLU and LeakyReLU layers.
+
+    x: any shape -> (y same shape and dtype, cache)::
+
+        y = min(x, max_value)                  where x > threshold   (no cap if max_value None)
+        y = negative_slope * (x - threshold)   elsewhere
+
+    The defaults give max(x, 0); negative_slope alone gives a leaky ReLU.
+    """
+    t = x.dtype.type
+    above = x > t(threshold)
+    top = x if max_value is None else np.minimum(x, t(max_value))
+    y = np.where(above, top, t(negative_slope) * (x - t(threshold)))
+    return y, (x, negative_slope, max_value, threshold)
+
+
+def relu_general_backward(dy, cache):
+    """dL/dy -> dL/dx: dy where threshold < x < max_value, negative_slope * dy where
+    x < threshold, 0 elsewhere (above the cap, and at the kinks, as Keras's subgradient)."""
+    x, negative_slope, max_value, threshold = cache
+    t = x.dtype.type
+    passes = x > t(threshold)
+    if max_value is not None:
+        passes &= x < t(max_value)
+    below = x < t(threshold)
+    return np.where(passes, dy, np.where(below, t(negative_slope) * dy, t(0)))
 
 
 # --------------------------------------------------------------------------- pooling
@@ -353,6 +574,7 @@ def avgpool2d_forward(x, pool_size, strides, pads, ws=None):
     x: (N, H, W, C) -> (y (N, OH, OW, C) x.dtype, cache).
     ``y[n, oh, ow, c] = sum of the window's real inputs / count[oh, ow]``.
     """
+    check_pool_pads("avgpool2d_forward", pool_size, pads)
     ones = np.ones((1, *x.shape[1:3], 1), dtype=x.dtype)
     count = _windows(ones, pool_size, strides, pads, 0).sum(axis=3)  # (1, OH, OW, 1)
     y = _windows(x, pool_size, strides, pads, 0).sum(axis=3) / count
@@ -368,6 +590,167 @@ def avgpool2d_backward(dy, cache):
     # A window's share goes to all its PH*PW cells; col2im adds them up and drops the padding.
     dcols = np.broadcast_to(share[:, :, :, None, None, :], (n_batch, oh, ow, ph, pw, c))
     return col2im(dcols.reshape(n_batch * oh * ow, ph * pw * c), x_shape, ph, pw, strides, pads)
+
+
+def global_avgpool2d_forward(x, ws=None):
+    """Mean over the spatial axes: x (N, H, W, C) -> (y (N, C), cache),
+    ``y[n, c] = sum_{h, w} x[n, h, w, c] / (H * W)``."""
+    n_batch, h, w, c = x.shape
+    y = x.reshape(n_batch, h * w, c).sum(axis=1) / x.dtype.type(h * w)
+    return y, x.shape
+
+
+def global_avgpool2d_backward(dy, cache):
+    """dy (N, C) -> dx (N, H, W, C): every position gets dy / (H * W)."""
+    n_batch, h, w, c = cache
+    share = dy / dy.dtype.type(h * w)
+    return np.ascontiguousarray(np.broadcast_to(share[:, None, None, :], (n_batch, h, w, c)))
+
+
+def global_maxpool2d_forward(x, ws=None):
+    """Max over the spatial axes: x (N, H, W, C) -> (y (N, C), cache). The cache holds the flat
+    position h*W + w of each maximum (the first in row-major order on ties), as max pooling."""
+    n_batch, h, w, c = x.shape
+    flat = x.reshape(n_batch, h * w, c)
+    argmax = flat.argmax(axis=1)  # (N, C)
+    y = np.take_along_axis(flat, argmax[:, None, :], axis=1)[:, 0, :]
+    return y, (argmax, x.shape)
+
+
+def global_maxpool2d_backward(dy, cache):
+    """dy (N, C) -> dx (N, H, W, C): each gradient goes to the position that won the max."""
+    argmax, (n_batch, h, w, c) = cache
+    dx = np.zeros((n_batch, h * w, c), dtype=dy.dtype)
+    np.put_along_axis(dx, argmax[:, None, :], dy[:, None, :], axis=1)
+    return dx.reshape(n_batch, h, w, c)
+
+
+# --------------------------------------------------------------------------- batch normalization
+#
+# Statistics are those of the whole batch even when it is split over threads (minicnn/parallel.py):
+# a per-shard partial sum goes through ``allreduce(array) -> the sum of array over every shard``,
+# which is the identity (None) for a batch that is not split. Sums are accumulated in float64
+# (a float32 sum of 10^5 terms loses digits); the results come back in x's dtype.
+
+
+def _alone(array):
+    return array
+
+
+def batchnorm_moments(x, allreduce=None):
+    """Per-channel mean and (biased) variance of the whole batch, over every axis but the last.
+
+    x: (..., C) -> (mean (C,), variance (C,)) in x.dtype, in two passes as NumPy's var::
+
+        mean     = sum(x) / M                 M = number of rows (all positions of all samples)
+        variance = sum((x - mean)^2) / M
+
+    allreduce: see above (each sum is one allreduce, the count travels with the first).
+    """
+    allreduce = allreduce or _alone
+    rows = x.reshape(-1, x.shape[-1])
+    first = allreduce(np.append(rows.sum(axis=0, dtype=np.float64), rows.shape[0]))
+    count = first[-1]
+    mean = first[:-1] / count
+    variance = allreduce(((rows - mean) ** 2).sum(axis=0)) / count
+    return mean.astype(x.dtype), variance.astype(x.dtype)
+
+
+def batchnorm_forward(x, mean, variance, gamma, beta, epsilon, ws=None):
+    """Normalise every channel (last axis), then scale and shift it.
+
+    x: (..., C); mean, variance: (C,) (the batch's in training, the moving ones in inference);
+    gamma, beta: (C,) or None (scale=False / center=False) -> (y like x, cache)::
+
+        y = gamma * (x - mean) / sqrt(variance + epsilon) + beta
+
+    computed as Keras does: ``inv = gamma / sqrt(variance + epsilon)``, ``y = x * inv +
+    (beta - mean * inv)``.
+    """
+    t = x.dtype.type
+    inv = 1 / np.sqrt(variance + t(epsilon))
+    scale = inv if gamma is None else inv * gamma
+    shift = -mean * scale
+    if beta is not None:
+        shift = shift + beta
+    return x * scale + shift, (x, mean, inv, gamma)
+
+
+def batchnorm_backward(dy, cache, training, allreduce=None, need_dx=True):
+    """Gradients of batchnorm_forward: dy (..., C) -> (dx or None, dgamma (C,), dbeta (C,)).
+
+    With ``xhat = (x - mean) / sqrt(variance + epsilon)``, this shard's sums::
+
+        dbeta  = sum(dy)          dgamma = sum(dy * xhat)
+
+    training=False (mean and variance are constants): ``dx = dy * gamma * inv``.
+    training=True (they are the batch's, so they depend on x): with the whole batch's sums
+    (allreduce) and row count M,
+    ``dx = gamma * inv * (dy - sum(dy) / M - xhat * sum(dy * xhat) / M)``.
+    dgamma and dbeta are this shard's own sums (the model adds the shards' gradients).
+    """
+    x, mean, inv, gamma = cache
+    c = x.shape[-1]
+    rows, drows = x.reshape(-1, c), dy.reshape(-1, c)
+    xhat = (rows - mean) * inv
+    dbeta = drows.sum(axis=0, dtype=np.float64)
+    dgamma = (drows * xhat).sum(axis=0, dtype=np.float64)
+    grads = dgamma.astype(dy.dtype), dbeta.astype(dy.dtype)
+    if not need_dx:
+        return (None, *grads)
+    g = inv if gamma is None else gamma * inv
+    if not training:
+        return dy * g, *grads
+    totals = (allreduce or _alone)(np.concatenate([dbeta, dgamma, [rows.shape[0]]]))
+    count = totals[-1]
+    mean_dy = (totals[:c] / count).astype(dy.dtype)
+    mean_dy_xhat = (totals[c:2 * c] / count).astype(dy.dtype)
+    dx = g * (drows - mean_dy - xhat * mean_dy_xhat)
+    return dx.reshape(dy.shape), *grads
+
+
+# --------------------------------------------------------------------------- dropout
+
+
+def dropout_forward(x, rate, noise_shape, rng, ws=None):
+    """Inverted dropout: zero each entry with probability `rate`, scale the rest by 1/(1 - rate),
+    so the expected output is x and inference needs no rescaling (Keras's formula).
+
+    x: any shape; noise_shape: the mask's shape (x.shape, or with 1s where one draw is shared,
+    e.g. (N, 1, 1, C) drops whole channels); rng: a numpy Generator (the layer's ctx.rng()).
+    -> (y like x, cache)::
+
+        u = rng.random(noise_shape)          uniform in [0, 1), one draw per mask entry
+        keep = u >= rate                     P(keep) = 1 - rate
+        y = x / (1 - rate) where keep, else 0
+    """
+    keep_prob = x.dtype.type(1 - rate)
+    if rate >= 1:  # nothing kept (and no division by 0)
+        return np.zeros_like(x), (np.zeros(noise_shape, bool), keep_prob)
+    keep = rng.random(noise_shape, dtype=x.dtype) >= rate
+    return np.where(keep, x / keep_prob, x.dtype.type(0)), (keep, keep_prob)
+
+
+def dropout_backward(dy, cache):
+    """dL/dy -> dL/dx = dy / (1 - rate) where the entry was kept, else 0."""
+    keep, keep_prob = cache
+    if keep_prob == 0:
+        return np.zeros_like(dy)
+    return np.where(keep, dy / keep_prob, dy.dtype.type(0))
+
+
+# --------------------------------------------------------------------------- rescaling
+
+
+def rescale_forward(x, scale, offset, ws=None):
+    """y = x * scale + offset (Keras's Rescaling, e.g. scale=1/255 for pixels): x any shape."""
+    t = x.dtype.type
+    return x * t(scale) + t(offset), scale
+
+
+def rescale_backward(dy, cache):
+    """dL/dx = dy * scale."""
+    return dy * dy.dtype.type(cache)
 
 
 # ------------------------------------------------------------------- softmax + cross-entropy
