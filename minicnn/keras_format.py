@@ -404,7 +404,7 @@ def _optimizer_variables(model):
     """Keras's optimizer variables: [iterations, learning_rate (absent with a schedule), the
     slots of the trainable weights in model order (see _slot_order)]."""
     optimizer = model.optimizer
-    params = model.trainable_weights
+    params = keras_trainable_weights(model)
     # A weight the optimizer never moved (never trained, or frozen until now) gets the slots
     # Keras builds on loading (zeros; Adagrad's initial accumulator), so Keras finds the count
     # it expects.
@@ -457,8 +457,10 @@ def _input_layer_spec(name, shape, dtype):
 
 def _sequential_spec(model, where, dtype):
     names = {layer.name for layer in model.layers}
-    input_name = next(n for n in ("input_layer", *(f"input_layer_{i}" for i in range(1, 1000)))
-                      if n not in names)
+    given = model.inputs[0].layer.name if model.inputs else None  # keras.Input(name=...)
+    input_name = next(n for n in (given, "input_layer",
+                                  *(f"input_layer_{i}" for i in range(1, 1000)))
+                      if n and n not in names)
     layer_specs, plan = [_input_layer_spec(input_name, model.input_shape, dtype)], []
     for layer in model.layers:
         spec, item = _layer_spec(layer, where)
@@ -480,11 +482,74 @@ def _tensor_json(tensor, node_index):
                        "keras_history": history}}
 
 
+def keras_layer_order(model):
+    """model.layers in the order Keras's functional models list them (keras.src.ops.function
+    map_graph): by depth from the outputs, deepest first, ties by first visit in a depth-first
+    walk from the outputs. Keras matches weights to layers by this order, so a .keras file
+    must follow it."""
+    inputs = {id(t) for t in model.inputs}
+    order, finished, indices = [], set(), {}
+
+    def node_of(tensor):
+        return ("input", id(tensor.layer)) if tensor.node is None else id(tensor.node)
+
+    parents, layer_of = {}, {}
+
+    def visit(tensor):
+        key = node_of(tensor)
+        layer = tensor.layer
+        if key in finished:
+            return
+        indices.setdefault(id(layer), len(indices))
+        layer_of[key] = layer
+        if tensor.node is not None and id(tensor) not in inputs:
+            parents[key] = [node_of(t) for t in tensor.node.inputs]
+            for t in tensor.node.inputs:
+                visit(t)
+        else:
+            parents[key] = []
+        finished.add(key)
+        order.append(key)
+
+    for t in model.outputs:
+        visit(t)
+    node_depth, layer_depth = {}, {}
+    for key in reversed(order):
+        depth = node_depth.setdefault(key, 0)
+        depth = max(depth, layer_depth.get(id(layer_of[key]), 0))
+        layer_depth[id(layer_of[key])] = depth
+        node_depth[key] = depth
+        for parent in parents[key]:
+            node_depth[parent] = max(depth + 1, node_depth.get(parent, 0))
+    by_id = {id(layer): layer for layer in model.layers}
+    return sorted((by_id[i] for i in layer_depth),
+                  key=lambda layer: (-layer_depth[id(layer)], indices[id(layer)]))
+
+
+def keras_trainable_weights(model):
+    """model.trainable_weights in Keras's order (its layers' order, see keras_layer_order, and
+    within a nested model the same rule): the order of the optimizer's variables."""
+    if type(model).__name__ != "Functional":
+        layers = model.layers
+    else:
+        layers = keras_layer_order(model)
+    seen, out = set(), []
+    for layer in layers:
+        inner = getattr(layer, "model", None) if type(layer).__name__ == "ModelLayer" else None
+        weights = keras_trainable_weights(inner) if inner is not None and layer.trainable \
+            else layer.trainable_weights
+        for w in weights:
+            if id(w) not in seen:
+                seen.add(id(w))
+                out.append(w)
+    return out
+
+
 def _functional_spec(model, where, dtype):
     node_index = {id(n): i for layer in model.layers for i, n in enumerate(layer._inbound_nodes)}
     in_model = {id(n) for n in model._symbolic_nodes}
     layer_specs, plan = [], []
-    for layer in model.layers:
+    for layer in keras_layer_order(model):
         if type(layer).__name__ == "InputLayer":
             spec = _input_layer_spec(layer.name, layer.output_shape, dtype)
             item = (layer, None, None)
@@ -1188,7 +1253,7 @@ def _restore_optimizer_state(model, weights, reader):
         return
     reader.context = "optimizer"
     optimizer = model.optimizer
-    params = model.trainable_weights
+    params = keras_trainable_weights(model)
     # [iterations, learning_rate (not with a schedule), slots in _slot_order]
     first_slot = 1 if optimizer.schedule is not None else 2
     order = _slot_order(optimizer, len(params))

@@ -184,10 +184,13 @@ def plot_history(history, path: str | os.PathLike | None = None) -> Figure:
 # Predictions
 # --------------------------------------------------------------------------------------------
 def plot_predictions(images, probabilities, labels, path: str | os.PathLike | None = None,
-                     n: int = 25) -> Figure:
-    """A grid of digits, each titled "pred P / true T" (red if wrong) over its class probabilities.
+                     n: int = 25, class_names=None) -> Figure:
+    """A grid of images, each titled "pred P / true T" (red if wrong) over its class
+    probabilities.
 
-    images: (N, H, W) or (N, H, W, 1), uint8 0..255 or float (shown 0..1 if in [0, 1]).
+    images: (N, H, W) or (N, H, W, 1) gray, or (N, H, W, 3) colour (CIFAR-10), uint8 0..255 or
+        float (shown 0..1 if in [0, 1]).
+    class_names: K names shown in the titles instead of the class numbers (optional).
     probabilities: (N, K) model outputs, e.g. `model.predict(x)`; the prediction is the argmax.
     labels: (N,) int true classes in 0..K-1.
     n: how many of the first images to show (the first min(n, N)).
@@ -201,9 +204,11 @@ def plot_predictions(images, probabilities, labels, path: str | os.PathLike | No
     images = np.asarray(images)
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
-    if images.ndim != 3:
+    colour = images.ndim == 4 and images.shape[-1] == 3
+    if images.ndim != 3 and not colour:
         raise ValueError(
-            f"{name}: images must be (N, H, W) or (N, H, W, 1), got shape {images.shape}"
+            f"{name}: images must be (N, H, W), (N, H, W, 1) or (N, H, W, 3), got shape "
+            f"{images.shape}"
         )
     n_images = images.shape[0]
     if n_images == 0:
@@ -239,6 +244,11 @@ def plot_predictions(images, probabilities, labels, path: str | os.PathLike | No
     predictions = probabilities[:m].argmax(axis=1)
     wrong = int((predictions != labels[:m]).sum())
     vmin, vmax = _image_limits(images[:m])
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        if len(class_names) != n_classes:
+            raise ValueError(f"{name}: class_names has {len(class_names)} names for "
+                             f"{n_classes} classes")
 
     fig = _new_figure(1.7 * cols, 2.3 * rows + 0.4)
     # The caption has to fit the figure's width, which grows with the number of columns.
@@ -258,8 +268,16 @@ def plot_predictions(images, probabilities, labels, path: str | os.PathLike | No
         color = OK_COLOR if pred == true else MISTAKE_COLOR
 
         ax = fig.add_subplot(grid[2 * r, c])
-        ax.imshow(images[i], cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
-        ax.set_title(f"pred {pred} / true {true}", color=color, fontsize=10,
+        if colour:  # imshow takes RGB as floats in [0, 1]
+            lo = float(images[:m].min()) if vmin is None else vmin
+            hi = float(images[:m].max()) if vmax is None else vmax
+            rgb = (images[i].astype(np.float64) - lo) / max(hi - lo, 1e-12)
+            ax.imshow(np.clip(rgb, 0, 1), interpolation="nearest")
+        else:
+            ax.imshow(images[i], cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+        title = (f"pred {pred} / true {true}" if class_names is None
+                 else f"{class_names[pred]} / {class_names[true]}")
+        ax.set_title(title, color=color, fontsize=10 if class_names is None else 8,
                      fontweight="normal" if pred == true else "bold")
         ax.set_xticks([])
         ax.set_yticks([])

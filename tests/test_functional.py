@@ -291,6 +291,25 @@ def test_functional_models_round_trip_through_real_keras(rng, tmp_path):
     assert type(back).__name__ == "Functional" and back.name == "two_inputs"
     np.testing.assert_array_equal(back.predict(xs, verbose=0), ours)
 
+    # Parallel branches with weights at the same depth: Keras matches weights by its own
+    # layer order (by depth from the outputs), which the file must follow.
+    x = Input((6, 6, 2))
+    a = layers.Conv2D(5, 3, padding="same")(layers.Conv2D(4, 3, padding="same")(x))
+    b = layers.Conv2D(5, 3, padding="same")(layers.Conv2D(3, 3, padding="same")(x))
+    branches = Model(x, layers.Dense(2, activation="softmax")(
+        layers.Flatten()(layers.Add()([a, b]))))
+    branches.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    xb = rng.random((8, 6, 6, 2)).astype(np.float32)
+    branches.fit(xb, rng.integers(0, 2, 8), verbose=0)
+    branches.save(tmp_path / "branches.keras")
+    np.testing.assert_allclose(
+        np.asarray(keras.models.load_model(tmp_path / "branches.keras").predict(xb, verbose=0)),
+        branches.predict(xb, verbose=0), atol=1e-6)
+    seq = models.Sequential([Input(shape=(3,), name="images"), layers.Dense(2)])
+    seq.save(tmp_path / "named.keras")
+    assert keras.models.load_model(tmp_path / "named.keras").layers[0].name != "input_layer" or \
+        keras.models.load_model(tmp_path / "named.keras").inputs[0].name == "images"
+
     inputs = keras.Input(shape=(8, 8, 2))
     c = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
     s = keras.layers.Add()([c, keras.layers.Conv2D(4, 3, padding="same")(c)])

@@ -277,7 +277,7 @@ def test_predictions_n_limits_the_grid(digits, rng):
         ("probs_rows", "probabilities must be.*N = 12"),
         ("labels_len", "labels has 11 entries"),
         ("labels_range", "labels go up to 10"),
-        ("images_shape", r"images must be.*\(12, 28, 28, 3\)"),
+        ("images_shape", r"images must be.*\(12, 28, 28, 2\)"),
         ("empty", "images is empty"),
         ("nan", "NaN"),
         ("n", "n must be a positive int"),
@@ -294,8 +294,8 @@ def test_predictions_bad_inputs(which, pattern, digits, rng):
     elif which == "labels_range":
         labels = labels.copy()
         labels[3] = 10
-    elif which == "images_shape":
-        images = np.repeat(images[..., None], 3, axis=-1)
+    elif which == "images_shape":  # two channels: neither gray nor RGB
+        images = np.repeat(images[..., None], 2, axis=-1)
     elif which == "empty":
         images, probs, labels = images[:0], probs[:0], labels[:0]
     elif which == "nan":
@@ -608,3 +608,21 @@ def test_digit_probabilities_figure(tmp_path, digits):
     assert "prediction: 3 (82.0%)" in fig.axes[1].get_title()
     with pytest.raises(ValueError, match="plot_digit_probabilities"):
         plot.plot_digit_probabilities(np.zeros((28, 28)), np.zeros((2, 5)))
+
+
+def test_predictions_of_colour_images_with_class_names(tmp_path, rng):
+    images = (rng.random((6, 32, 32, 3)) * 255).astype(np.uint8)
+    probabilities = rng.dirichlet(np.ones(3), 6)
+    labels = probabilities.argmax(axis=1)
+    labels[0] = (labels[0] + 1) % 3  # one mistake
+    fig = plot.plot_predictions(images, probabilities, labels, tmp_path / "p.png", n=6,
+                                class_names=["cat", "dog", "ship"])
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(titles) == 6 and all(" / " in t for t in titles)
+    assert {t.split(" / ")[1] for t in titles} <= {"cat", "dog", "ship"}
+    shown = fig.axes[0].images[0].get_array()
+    assert shown.shape == (32, 32, 3)
+    np.testing.assert_allclose(shown, images[0] / 255)
+    assert_not_blank(read_png(tmp_path / "p.png"))
+    with pytest.raises(ValueError, match="class_names has 2 names for 3 classes"):
+        plot.plot_predictions(images, probabilities, labels, class_names=["a", "b"])
