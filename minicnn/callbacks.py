@@ -471,15 +471,16 @@ class TerminateOnNaN(Callback):
 
 
 def _format_duration(seconds):
-    if seconds >= 3600:
+    """Keras's time-left format: 1:02:03, 2:03 or 42s."""
+    if seconds > 3600:
         return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"
-    if seconds >= 60:
+    if seconds > 60:
         return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
     return f"{int(seconds)}s"
 
 
 def _format_per_step(seconds):
-    if seconds >= 1:
+    if seconds >= 1 or seconds == 0:
         return f"{seconds:.0f}s/step"
     if seconds >= 1e-3:
         return f"{seconds * 1e3:.0f}ms/step"
@@ -487,16 +488,30 @@ def _format_per_step(seconds):
 
 
 def _format_value(value):
-    return f"{value:.4f}" if abs(value) > 1e-3 or value == 0 else f"{value:.4e}"
+    return f"{value:.4f}" if abs(value) > 1e-3 else f"{value:.4e}"
+
+
+def _in_a_notebook():
+    """True inside a running Jupyter (or Colab) kernel, whose output redraws on '\\r'; a
+    process that merely imported ipykernel (nbclient, a test runner) writes to a log."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if hasattr(ipython, "get_ipython") else None
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 class Progbar:
-    """Keras's progress line:
-    `1875/1875 ━━━━━━━━━━━━━━━━━━━━ 4s 2ms/step - accuracy: 0.95 - loss: 0.16`.
+    """Keras 3's progress display, by verbosity:
 
-    On a terminal (or in Jupyter) the line is redrawn in place at most every `interval`
-    seconds, showing the time left; elsewhere only the finished line is printed, so logs get
-    one line per epoch. verbose=0 prints nothing.
+    - verbose=1: the bar, ``1875/1875 ━━━━━━━━━━━━━━━━━━━━ 4s 2ms/step - accuracy: 0.9512 -
+      loss: 0.1638``, redrawn in place at most every `interval` seconds on a terminal (or in
+      Jupyter), with the time left while running; elsewhere (a log file) only the finished line
+      is printed, one line per epoch.
+    - verbose=2: one line when finished, ``1875/1875 - 4s - 2ms/step - accuracy: 0.9512 -
+      loss: 0.1638``.
+    - verbose=0: nothing.
+
+    Metrics are listed in name order, as Keras sorts its logs. The time per step leaves out the
+    first step (Numba compiles then), as Keras's estimate does.
     """
 
     WIDTH = 20
@@ -507,38 +522,56 @@ class Progbar:
         self.stream = stream if stream is not None else sys.stdout
         self.interval = interval
         isatty = getattr(self.stream, "isatty", None)
-        self.dynamic = bool(isatty and isatty()) or "ipykernel" in sys.modules
+        self.dynamic = bool(isatty and isatty()) or _in_a_notebook()
         self.start = time.perf_counter()
+        self._after_first_step = None
         self._last_draw = 0.0
         self._last_len = 0
 
-    def _line(self, current, values, finished):
+    def _per_step(self, current, now):
+        """Seconds per step, leaving out the first step once there are more (Keras's rule)."""
+        if not current:
+            return 0.0
+        if self._after_first_step is not None and current > 1:
+            per_step = (now - self._after_first_step) / (current - 1)
+        else:
+            per_step = (now - self.start) / current
+        return per_step
+
+    def _line(self, current, values, finished, now):
         digits = len(str(self.target))
+        count = f"{current:>{digits}}/{self.target}"
+        elapsed = now - self.start
+        per_step = self._per_step(current, now)
+        if self.verbose == 2:
+            metrics = "".join(f" - {k}: {v:.4f}" if v > 1e-3 else f" - {k}: {v:.4e}"
+                              for k, v in sorted(values.items()))
+            return f"{count} - {elapsed:.0f}s - {_format_per_step(per_step)}{metrics}"
         done = int(self.WIDTH * current / max(self.target, 1))
         if self.dynamic:
             bar = f"\x1b[1m{'━' * done}\x1b[0m\x1b[2m{'━' * (self.WIDTH - done)}\x1b[0m"
         else:
             bar = "━" * self.WIDTH
-        elapsed = time.perf_counter() - self.start
-        per_step = elapsed / max(current, 1)
         if finished:
-            timing = f"{_format_duration(elapsed)} {_format_per_step(per_step)}"
+            timing = f"{elapsed:.0f}s {_format_per_step(per_step)}"
         else:
-            eta = per_step * (self.target - current)
-            timing = f"{_format_duration(eta)} {_format_per_step(per_step)}"
+            timing = f"{_format_duration(per_step * (self.target - current))} " \
+                     f"{_format_per_step(per_step)}"
         metrics = "".join(f" - {k}: {_format_value(v)}" for k, v in sorted(values.items()))
-        return f"{current:>{digits}}/{self.target} {bar} {timing}{metrics}"
+        return f"{count} {bar} {timing}{metrics}"
 
     def update(self, current, values=None, finished=False):
         """Show progress `current` of `target` with metric `values` (dict name -> float)."""
-        if self.verbose == 0 or (not finished and not self.dynamic):
-            return
         now = time.perf_counter()
+        if current == 1 and self._after_first_step is None:
+            self._after_first_step = now
+        if self.verbose == 0 or (not finished and (self.verbose == 2 or not self.dynamic)):
+            return
         if not finished and now - self._last_draw < self.interval:
             return
         self._last_draw = now
-        line = self._line(current, values or {}, finished)
-        if self.dynamic:
+        line = self._line(current, values or {}, finished, now)
+        if self.dynamic and self.verbose == 1:
             pad = max(self._last_len - len(line), 0)
             self.stream.write("\r" + line + " " * pad)
             self._last_len = len(line)
@@ -550,15 +583,26 @@ class Progbar:
 
 
 class ProgbarLogger(Callback):
-    """Prints 'Epoch i/n' and a Progbar per epoch; added by fit when verbose > 0."""
+    """Prints 'Epoch i/n' (when n > 1) and a Progbar per epoch, as Keras's ProgbarLogger; fit
+    adds one when verbose > 0. epochs, steps and verbose default to fit's (set_params)."""
 
-    def __init__(self, epochs, steps, verbose=1, stream=None):
+    def __init__(self, epochs=None, steps=None, verbose=None, stream=None):
         super().__init__()
         self.epochs, self.steps, self.verbose, self.stream = epochs, steps, verbose, stream
         self.bar = None
 
+    def set_params(self, params):
+        super().set_params(params)
+        if self.epochs is None:
+            self.epochs = params.get("epochs", 1)
+        if self.steps is None:
+            self.steps = params.get("steps")
+        if self.verbose is None:
+            verbose = params.get("verbose", 1)
+            self.verbose = 1 if verbose == "auto" else verbose
+
     def on_epoch_begin(self, epoch, logs=None):
-        if self.verbose:
+        if self.verbose and self.epochs > 1:
             stream = self.stream if self.stream is not None else sys.stdout
             stream.write(f"Epoch {epoch + 1}/{self.epochs}\n")
             stream.flush()

@@ -5,11 +5,21 @@ message says what was received, what was expected and how to fix it.
 """
 
 import numbers
+import warnings
 
 import numpy as np
 
 from . import arguments
-from .losses import CategoricalCrossentropy, SparseCategoricalCrossentropy
+from .losses import (
+    BinaryCrossentropy,
+    CategoricalCrossentropy,
+    Huber,
+    MeanAbsoluteError,
+    MeanSquaredError,
+    SparseCategoricalCrossentropy,
+)
+
+REGRESSION_LOSSES = (MeanSquaredError, MeanAbsoluteError, Huber)
 
 
 def check_verbose(verbose, where):
@@ -113,8 +123,13 @@ def _shape_message(got, expected, arg, where):
 def check_y(model, y, n_samples, where, arg="y"):
     """Validate targets against the loss and the model's output; convert once.
 
-    Sparse loss: integer labels (N,) or (N, 1) in [0, K) -> int64 (N,).
-    Categorical loss: one-hot (N, K) -> model.dtype.
+    Sparse categorical: integer labels (N,) or (N, 1) in [0, K) -> int64 (N,).
+    Categorical: one-hot (or soft) labels (N, K) -> model.dtype.
+    Binary: labels in [0, 1] of the output's shape (N, C), or (N,) for a (N, 1) output
+    -> model.dtype, the output's shape.
+    Regression (mse, mae, huber): targets of the output's shape (or (N,) for a (N, 1) output)
+    -> model.dtype, the output's shape.
+    Another Loss subclass: any numbers with N samples, as given.
     """
     y = as_array(y, arg, where)
     if y.ndim == 0 or y.shape[0] != n_samples:
@@ -123,59 +138,157 @@ def check_y(model, y, n_samples, where, arg="y"):
             f"{where}: x has {n_samples} samples but {arg} has {got}. "
             "x and y must have the same length along axis 0."
         )
-    num_classes = model.output_shape[-1]
-    if len(model.output_shape) != 2:
-        raise ValueError(
-            f"{where}: the model's output has shape {model.output_shape}, but a classification "
-            "loss needs (None, classes). Add layers.Flatten() (or GlobalAveragePooling2D) "
-            "before the last Dense layer."
-        )
     loss = model.loss
-    if isinstance(loss, SparseCategoricalCrossentropy):
-        if y.ndim == 2 and y.shape[1] == num_classes and num_classes > 1:
+    _warn_if_loss_misfits_output(model, loss, where)
+    if isinstance(loss, (SparseCategoricalCrossentropy, CategoricalCrossentropy)):
+        if len(model.output_shape) != 2:
             raise ValueError(
-                f"{where}: {arg} looks one-hot (shape {y.shape}) but the loss is "
-                "sparse_categorical_crossentropy, which takes integer labels (N,). Use "
-                "loss='categorical_crossentropy' or pass y.argmax(axis=1)."
+                f"{where}: the model's output has shape {model.output_shape}, but a "
+                "classification loss needs (None, classes). Add layers.Flatten() (or "
+                "GlobalAveragePooling2D) before the last Dense layer."
             )
-        if not (y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)):
+        if isinstance(loss, SparseCategoricalCrossentropy):
+            return _check_sparse_labels(model, y, where, arg)
+        return _check_one_hot(model, y, where, arg)
+    if isinstance(loss, BinaryCrossentropy):
+        return _check_binary(model, y, where, arg)
+    if isinstance(loss, REGRESSION_LOSSES):
+        return _check_regression(model, y, where, arg)
+    if not np.isfinite(y).all():
+        raise ValueError(f"{where}: {arg} contains NaN or inf values.")
+    return y
+
+
+def _check_sparse_labels(model, y, where, arg):
+    num_classes = model.output_shape[-1]
+    if y.ndim == 2 and y.shape[1] == num_classes and num_classes > 1:
+        raise ValueError(
+            f"{where}: {arg} looks one-hot (shape {y.shape}) but the loss is "
+            "sparse_categorical_crossentropy, which takes integer labels (N,). Use "
+            "loss='categorical_crossentropy' or pass y.argmax(axis=1)."
+        )
+    if not (y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)):
+        raise ValueError(
+            f"{where}: sparse_categorical_crossentropy takes integer labels of shape (N,) "
+            f"or (N, 1), got {arg} of shape {y.shape}."
+        )
+    y = y.reshape(-1)
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.isfinite(y)) or not np.all(np.equal(np.mod(y, 1), 0)):
             raise ValueError(
-                f"{where}: sparse_categorical_crossentropy takes integer labels of shape (N,) "
-                f"or (N, 1), got {arg} of shape {y.shape}."
+                f"{where}: sparse_categorical_crossentropy needs integer class labels, "
+                f"got {arg} of dtype {y.dtype} with non-integer values "
+                f"(e.g. {y[np.argmax(np.mod(np.nan_to_num(y, nan=0.5), 1) != 0)].item()!r}). "
+                "Pass y.astype(int) if they are class indices."
             )
-        y = y.reshape(-1)
-        if not np.issubdtype(y.dtype, np.integer):
-            if not np.all(np.isfinite(y)) or not np.all(np.equal(np.mod(y, 1), 0)):
-                raise ValueError(
-                    f"{where}: sparse_categorical_crossentropy needs integer class labels, "
-                    f"got {arg} of dtype {y.dtype} with non-integer values "
-                    f"(e.g. {y[np.argmax(np.mod(np.nan_to_num(y, nan=0.5), 1) != 0)].item()!r}). "
-                    "Pass y.astype(int) if they are class indices."
-                )
-        outside = (y < 0) | (y >= num_classes)
-        if outside.any():
-            first = int(np.argmax(outside))
-            raise ValueError(
-                f"{where}: labels must be in [0, {num_classes - 1}] for a model with "
-                f"{num_classes} outputs, got {y[first].item()!r} at index {first} (values "
-                f"range from {y.min().item()} to {y.max().item()}). Check the labels, or give "
-                "the last Dense layer as many units as there are classes."
-            )
-        return y.astype(np.int64)
-    if isinstance(loss, CategoricalCrossentropy):
-        if y.ndim != 2 or y.shape[1] != num_classes:
-            hint = (" Labels look like integers: use loss='sparse_categorical_crossentropy' or "
-                    "one-hot encode them." if y.ndim == 1 else "")
-            raise ValueError(
-                f"{where}: categorical_crossentropy takes one-hot labels of shape "
-                f"(N, {num_classes}) to match the model's output, got {arg} of shape "
-                f"{y.shape}.{hint}"
-            )
-        y = np.ascontiguousarray(y, dtype=model.dtype)
-        if not np.isfinite(y).all():
-            raise ValueError(f"{where}: {arg} contains NaN or inf values.")
-        return y
-    raise TypeError(f"{where}: cannot check targets for loss {loss!r}.")
+    outside = (y < 0) | (y >= num_classes)
+    if outside.any():
+        first = int(np.argmax(outside))
+        hint = (" A single output unit is a binary classifier: use loss='binary_crossentropy' "
+                "with activation='sigmoid'." if num_classes == 1 else
+                " Check the labels, or give the last Dense layer as many units as there are "
+                "classes.")
+        raise ValueError(
+            f"{where}: labels must be in [0, {num_classes - 1}] for a model with "
+            f"{num_classes} outputs, got {y[first].item()!r} at index {first} (values "
+            f"range from {y.min().item()} to {y.max().item()}).{hint}"
+        )
+    return y.astype(np.int64)
+
+
+def _check_one_hot(model, y, where, arg):
+    num_classes = model.output_shape[-1]
+    if y.ndim != 2 or y.shape[1] != num_classes:
+        hint = (" Labels look like integers: use loss='sparse_categorical_crossentropy' or "
+                "one-hot encode them (minicnn.utils.to_categorical)." if y.ndim == 1 else "")
+        raise ValueError(
+            f"{where}: categorical_crossentropy takes one-hot labels of shape "
+            f"(N, {num_classes}) to match the model's output, got {arg} of shape "
+            f"{y.shape}.{hint}"
+        )
+    y = np.ascontiguousarray(y, dtype=model.dtype)
+    if not np.isfinite(y).all():
+        raise ValueError(f"{where}: {arg} contains NaN or inf values.")
+    return y
+
+
+def _to_output_shape(model, y, loss_name, where, arg, hint=""):
+    """y in the output's per-sample shape, allowing a size-1 last axis more or less (Keras's
+    rank alignment) -> model.dtype (N, *output_shape[1:])."""
+    sample = tuple(model.output_shape[1:])
+    fits = (y.shape[1:] == sample
+            or (sample and sample[-1] == 1 and y.shape[1:] == sample[:-1])
+            or y.shape[1:] == sample + (1,))
+    if not fits:
+        want = "(N, " + ", ".join(map(str, sample)) + ")"
+        if sample == (1,):
+            want += " or (N,)"
+        raise ValueError(f"{where}: {loss_name} compares {arg} with the model's output "
+                         f"{model.output_shape}, so {arg} must have shape {want}; got "
+                         f"{y.shape}.{hint}")
+    y = np.ascontiguousarray(y, dtype=model.dtype).reshape((len(y),) + sample)
+    if not np.isfinite(y).all():
+        raise ValueError(f"{where}: {arg} contains NaN or inf values; clean the targets first.")
+    return y
+
+
+def _looks_like_class_labels(y):
+    return y.ndim == 1 and np.issubdtype(y.dtype, np.integer) and y.size and y.max() > 1
+
+
+def _check_binary(model, y, where, arg):
+    units = model.output_shape[-1]
+    hint = ""
+    if _looks_like_class_labels(y) or (y.ndim == 1 and units > 1):
+        hint = (f" For one label per sample among {units} classes use "
+                "loss='sparse_categorical_crossentropy' with a softmax output; for a yes/no "
+                "label give the last Dense layer 1 unit with activation='sigmoid'.")
+    elif y.ndim == 2 and units == 1 and y.shape[1] == 2:
+        hint = (" These labels look one-hot over 2 classes: pass y[:, 1] (1 = the second "
+                "class) to the one-unit output.")
+    y = _to_output_shape(model, y, "binary_crossentropy", where, arg, hint)
+    outside = (y < 0) | (y > 1)
+    if outside.any():
+        bad = y[outside].reshape(-1)[0].item()
+        raise ValueError(f"{where}: binary_crossentropy takes labels in [0, 1] (0/1, or soft "
+                         f"labels), got {bad!r} (values range from {y.min().item()} to "
+                         f"{y.max().item()}).{hint or ' Rescale the labels to [0, 1].'}")
+    return y
+
+
+def _check_regression(model, y, where, arg):
+    name = model.loss.name
+    units = model.output_shape[-1]
+    hint = ""
+    if _looks_like_class_labels(y) and units > 1:
+        hint = (f" These look like class labels: for classification among {units} classes use "
+                "loss='sparse_categorical_crossentropy'; to predict one number per sample give "
+                "the last Dense layer 1 unit.")
+    return _to_output_shape(model, y, name, where, arg, hint)
+
+
+def _warn_if_loss_misfits_output(model, loss, where):
+    """A cross-entropy of probabilities behind an output that is not a probability trains
+    badly without an error (Keras clips the outputs to [1e-7, 1 - 1e-7]): warn."""
+    if not isinstance(loss, (SparseCategoricalCrossentropy, CategoricalCrossentropy,
+                             BinaryCrossentropy)) or loss.from_logits:
+        return
+    layer = getattr(model, "output_layer", None)  # (one output of several: not known here)
+    activation = getattr(layer, "output_activation", None)
+    if activation is None:
+        return
+    units = model.output_shape[-1]
+    if activation == "softmax" and units == 1:
+        warnings.warn(f"{where}: the output layer is a softmax over one unit, which always "
+                      "outputs 1.0, so the model cannot learn. For a yes/no label use "
+                      "activation='sigmoid' with binary_crossentropy.", stacklevel=4)
+    elif activation not in ("softmax", "sigmoid"):
+        fix = ("activation='sigmoid' on the last layer" if isinstance(loss, BinaryCrossentropy)
+               else "activation='softmax' on the last layer")
+        warnings.warn(f"{where}: the output layer's activation is {activation!r}, but the loss "
+                      f"{loss.name} expects probabilities (from_logits=False) and clips the "
+                      f"outputs to [1e-7, 1 - 1e-7], which trains badly. Use {fix}, or "
+                      f"{type(loss).__name__}(from_logits=True).", stacklevel=4)
 
 
 def check_validation_split(value, where):
@@ -200,13 +313,17 @@ def check_sample_weights(sample_weight, class_weight, y, n, where):
         if not isinstance(class_weight, dict):
             raise TypeError(f"{where}: class_weight must be a dict {{class: weight}}, got "
                             f"{type(class_weight).__name__}.")
-        labels = y if y.ndim == 1 else y.argmax(axis=-1)
-        table = np.ones(int(labels.max()) + 1 if labels.size else 1)
+        # Keras's class_weight_to_sample_weights: the class of a sample is its label, the
+        # argmax of a one-hot row, or its (N, 1) value, rounded (0/1 for binary labels).
+        labels = y
+        if labels.ndim > 1:
+            labels = labels.argmax(axis=-1) if labels.shape[-1] != 1 else labels[..., 0]
+        labels = np.round(labels.reshape(len(labels), -1)[:, 0]).astype(np.int64)
+        per_class = np.ones(n)
         for label, w in class_weight.items():
             label = arguments.integer(label, "class_weight key", where, minimum=0)
-            if label < table.size:
-                table[label] = arguments.real(w, f"class_weight[{label}]", where, minimum=0)
-        per_class = table[labels.astype(np.intp)]
+            per_class[labels == label] = arguments.real(w, f"class_weight[{label}]", where,
+                                                        minimum=0)
         weights = per_class if weights is None else weights * per_class
     return weights
 

@@ -283,12 +283,17 @@ OPTIMIZERS = {
                                _PLAIN_OPTIMIZER, slot_major=True),
     "sgd": OptimizerFormat("SGD", ("momentum", "nesterov"), _PLAIN_OPTIMIZER),
 }
-LOSSES = {"sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
-          "categorical_crossentropy": "CategoricalCrossentropy"}
-# Keras loss-object keys minicnn supports at one value only.
-_LOSS_ONLY = {"reduction": "sum_over_batch_size", "ignore_class": None, "label_smoothing": 0.0,
-              "axis": -1}
-_METRICS = {"accuracy": "accuracy", "acc": "acc"}  # Keras keeps the name written
+# minicnn loss class -> the Keras function name a default-configured instance is written as
+# (Keras's compile_config holds such a string when compile got one). Other settings are
+# written as the Keras loss object: same class name, same config keys (minicnn/losses.py).
+LOSSES = {"SparseCategoricalCrossentropy": "sparse_categorical_crossentropy",
+          "CategoricalCrossentropy": "categorical_crossentropy",
+          "BinaryCrossentropy": "binary_crossentropy",
+          "MeanSquaredError": "mean_squared_error",
+          "MeanAbsoluteError": "mean_absolute_error",
+          "Huber": "huber"}
+# Keys of Keras configs that carry nothing minicnn needs.
+_IGNORED_OBJECT_KEYS = ("dtype", "fn")
 
 
 class _CompileUnsupported(Exception):
@@ -354,18 +359,37 @@ def _compile_config(model):
                  "config": {"name": name, **{k: optimizer_config[k] for k in options},
                             **entry.keras_only},
                  "registered_name": None}
-    loss_config = model.loss.get_config()
-    loss = loss_config["name"]
-    if loss not in LOSSES:
-        raise ValueError(f"save: the loss {loss!r} has no Keras form in "
-                         "minicnn/keras_format.py.")
-    if loss_config.get("from_logits"):
-        loss = {"module": "keras.losses", "class_name": LOSSES[loss],
-                "config": {"name": loss, "reduction": "sum_over_batch_size",
-                           "from_logits": True},
-                "registered_name": None}
-    return {"optimizer": optimizer, "loss": loss, "loss_weights": None,
-            "metrics": [m.name for m in model.metrics] or None, "weighted_metrics": None}
+    given, weighted = model._metric_identifiers
+    return {"optimizer": optimizer, "loss": _loss_to_keras(model.loss), "loss_weights": None,
+            "metrics": _metrics_to_keras(given), "weighted_metrics": _metrics_to_keras(weighted)}
+
+
+def _loss_to_keras(loss):
+    class_name = type(loss).__name__
+    if class_name not in LOSSES:
+        raise ValueError(f"save: the loss {class_name} has no Keras form in "
+                         "minicnn/keras_format.py (it knows " + ", ".join(LOSSES) + ").")
+    config = loss.get_config()
+    if config == type(loss)().get_config():
+        return LOSSES[class_name]
+    return {"module": "keras.losses", "class_name": class_name, "config": config,
+            "registered_name": None}
+
+
+def _metrics_to_keras(given):
+    """compile's metrics (a list, or per output a list or dict) in Keras's form, or None."""
+    from . import metrics
+
+    def one(serialized):
+        if isinstance(serialized, str):
+            return serialized
+        if isinstance(serialized, list):
+            return [one(item) for item in serialized]
+        if "class_name" not in serialized:
+            return {name: one(item) for name, item in serialized.items()}
+        return {"module": "keras.metrics", **serialized, "registered_name": None}
+
+    return one(metrics.serialize_all(given)) or None
 
 
 def _slot_order(optimizer, n_params):
@@ -1144,19 +1168,61 @@ def _optimizer_from_keras(value, reader):
         raise _CompileUnsupported(f"the optimizer settings do not fit minicnn: {exc}") from exc
 
 
+def _object_from_keras(value, module, what, by_name, known, reader):
+    """A minicnn loss or metric from Keras's form: a name (by_name resolves it, or None), or
+    {'class_name', 'config'} with the keys that minicnn's class of that name takes."""
+    if isinstance(value, dict) and value.get("class_name") == "function" and isinstance(
+            value.get("config"), str):
+        value = value["config"]  # a Keras function given to compile, e.g. losses.huber
+    class_name, config = _keras_object(value, module, reader, what)
+    if isinstance(value, str):
+        resolved = by_name(value)
+        if resolved is None:
+            raise _CompileUnsupported(f"the {what} {value!r} is not one minicnn has")
+        return resolved
+    cls = known.get(class_name)
+    if cls is None:
+        raise _CompileUnsupported(f"the {what} {class_name!r} is not one minicnn has "
+                                  f"({', '.join(known)})")
+    arguments = {k: v for k, v in config.items() if k not in _IGNORED_OBJECT_KEYS}
+    unknown = set(arguments) - set(cls().get_config())
+    if unknown:
+        raise _CompileUnsupported(f"the {what} {class_name} sets {sorted(unknown)}, which "
+                                  "minicnn does not read")
+    try:
+        return cls(**arguments)
+    except (ValueError, TypeError) as exc:
+        raise _CompileUnsupported(f"the {what} {class_name}: {exc}") from exc
+
+
 def _loss_from_keras(value, reader):
     from . import losses
 
-    class_name, config = _keras_object(value, "keras.losses", reader, "loss")
-    by_class = {v: k for k, v in LOSSES.items()}
-    name = class_name if class_name in LOSSES else by_class.get(class_name)
-    if name is None:
-        raise _CompileUnsupported(f"the loss {class_name!r} is not one minicnn has "
-                                  f"({', '.join(LOSSES)})")
-    for key, wanted in _LOSS_ONLY.items():
-        if key in config and not _same_value(config[key], wanted):
-            raise _CompileUnsupported(f"the loss sets {key}={config[key]!r}")
-    return losses.deserialize({"name": name, "from_logits": bool(config.get("from_logits"))})
+    def by_name(name):
+        try:
+            return losses.get(name)
+        except ValueError:
+            return None
+
+    return _object_from_keras(value, "keras.losses", "loss", by_name,
+                              {cls.__name__: cls for cls in losses.LOSS_CLASSES}, reader)
+
+
+def _metrics_from_keras(values, reader):
+    from . import metrics
+
+    def by_name(name):
+        if name.lower() in ("accuracy", "acc"):
+            return name
+        try:
+            metrics.get(name)
+        except ValueError:
+            return None
+        return name  # compile resolves it and names it as written
+
+    return [_object_from_keras(value, "keras.metrics", "metric", by_name,
+                               {cls.__name__: cls for cls in metrics.METRIC_CLASSES}, reader)
+            for value in values or []]
 
 
 def _restore_compile(model, document, weights, reader):
@@ -1166,22 +1232,18 @@ def _restore_compile(model, document, weights, reader):
     try:
         if not isinstance(compiled, dict):
             raise _CompileUnsupported("the compile settings are not an object")
-        for key in ("loss_weights", "weighted_metrics"):
-            if compiled.get(key) is not None:
-                raise _CompileUnsupported(f"{key} is set")
-        metrics = []
-        for metric in compiled.get("metrics") or []:
-            if not isinstance(metric, str) or metric.lower() not in _METRICS:
-                raise _CompileUnsupported(f"the metric {metric!r} is not one minicnn has "
-                                          "('accuracy')")
-            metrics.append(_METRICS[metric.lower()])
+        if compiled.get("loss_weights") is not None:
+            raise _CompileUnsupported("loss_weights is set")
+        metrics = _metrics_from_keras(compiled.get("metrics"), reader)
+        weighted_metrics = _metrics_from_keras(compiled.get("weighted_metrics"), reader)
         optimizer = _optimizer_from_keras(compiled.get("optimizer"), reader)
         loss = _loss_from_keras(compiled.get("loss"), reader)
     except _CompileUnsupported as exc:
         reader.warn(f"{exc}; the model is loaded uncompiled. Call model.compile(...) before "
                     "fit or evaluate.")
         return
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
+                  weighted_metrics=weighted_metrics)
     _restore_optimizer_state(model, weights, reader)
 
 

@@ -44,6 +44,7 @@ from .layers.base import unique_name
 from .ops.threads import blas_threads
 from .parallel import BatchSplit
 from .profiling import TrainingProfile
+from .tensor import as_tensor
 
 
 class LossNotFiniteError(FloatingPointError):
@@ -184,6 +185,7 @@ class Model:
         self.optimizer = None
         self.loss = None
         self.metrics = []
+        self._compiled_metrics = []  # [(log name, metric, weighted, output index)] from compile
         self.loss_tracker = metrics_module.Mean(name="loss")
         self.stop_training = False
         self.history = None
@@ -201,7 +203,11 @@ class Model:
         raise NotImplementedError
 
     def get_layer(self, name=None, index=None):
-        """A layer by name or by position in `layers`, as Keras's get_layer."""
+        """A layer by name or by position in `layers`, as Keras's get_layer (one of the two)."""
+        if (index is None) == (name is None):
+            raise ValueError("get_layer: give a layer name or an index, not "
+                             f"{'both' if index is not None else 'neither'}, e.g. "
+                             "model.get_layer('dense') or model.get_layer(index=0).")
         if index is not None:
             index = arguments.integer(index, "index", "get_layer")
             if not -len(self.layers) <= index < len(self.layers):
@@ -343,47 +349,57 @@ class Model:
                                                          strict=True)]
 
     # -- compile --------------------------------------------------------------------------------
-    def compile(self, optimizer="adam", loss=None, metrics=None, loss_weights=None):
+    def compile(self, optimizer="adam", loss=None, metrics=None, loss_weights=None,
+                weighted_metrics=None):
         """Choose the optimizer ('adam', 'adamw', 'adagrad', 'rmsprop', 'sgd' or an instance),
-        the loss (name or instance) and metrics (e.g. ['accuracy']). A model with several
-        outputs takes one loss for all, or a list (output order) or dict (output layer names)
-        of losses; loss_weights and metrics likewise (a plain metrics list applies to every
-        output)."""
+        the loss (a name such as 'mse', a losses function or instance) and metrics (e.g.
+        ['accuracy', 'mae']); metrics ignore sample weights and weighted_metrics use them, as
+        in Keras (minicnn/metrics.py). A model with several outputs takes one loss for all, or
+        a list (output order) or dict (output layer names) of losses; loss_weights, metrics and
+        weighted_metrics likewise (a plain metrics list applies to every output)."""
         if loss is None:
             raise ValueError(
                 "compile: loss is required, e.g. loss='sparse_categorical_crossentropy'.")
         self.optimizer = optimizers_module.get(optimizer)
+        # What the user passed, for model files (saving.py, keras_format.py).
+        self._metric_identifiers = (metrics, weighted_metrics)
         if self._single_output:
             self.loss = losses_module.get(loss)
-            self.metrics = [metrics_module.get(m, self.loss) for m in (metrics or [])]
-            self._metric_outputs = [0] * len(self.metrics)
+            self._compiled_metrics = [
+                (name, metric, weighted, 0) for name, metric, weighted in
+                metrics_module.compile_metrics(metrics, weighted_metrics, self.loss)]
             self._output_losses = None
-            return
-        names = self.output_names
-        per_loss = _per_output(loss, names, "loss")
-        weights = _per_output(1.0 if loss_weights is None else loss_weights, names,
-                              "loss_weights")
-        self._output_losses = [(losses_module.get(fn), arguments.real(w, "loss_weights",
-                                                                       "compile", minimum=0))
-                               for fn, w in zip(per_loss, weights, strict=True)]
-        self.loss = self._output_losses[0][0]
-        per_metrics = _per_output(metrics or [], names, "metrics", nested=True)
-        self.metrics, self._metric_outputs = [], []
-        for i, (name, wanted) in enumerate(zip(names, per_metrics, strict=True)):
-            for identifier in wanted:
-                metric = metrics_module.get(identifier, self._output_losses[i][0])
-                metric.name = f"{name}_{metric.name}"
-                self.metrics.append(metric)
-                self._metric_outputs.append(i)
-        self._output_trackers = [metrics_module.Mean(name=f"{name}_loss") for name in names]
+        else:
+            names = self.output_names
+            per_loss = _per_output(loss, names, "loss")
+            weights = _per_output(1.0 if loss_weights is None else loss_weights, names,
+                                  "loss_weights")
+            self._output_losses = [
+                (losses_module.get(fn), arguments.real(w, "loss_weights", "compile", minimum=0))
+                for fn, w in zip(per_loss, weights, strict=True)]
+            self.loss = self._output_losses[0][0]
+            per_metrics = _per_output(metrics or [], names, "metrics", nested=True)
+            per_weighted = _per_output(weighted_metrics or [], names, "weighted_metrics",
+                                       nested=True)
+            self._compiled_metrics = []
+            for i, (name, given, weighted) in enumerate(zip(names, per_metrics, per_weighted,
+                                                            strict=True)):
+                # Keras prefixes each output's metric names with the output's name.
+                self._compiled_metrics += [
+                    (f"{name}_{log_name}", metric, is_weighted, i)
+                    for log_name, metric, is_weighted in metrics_module.compile_metrics(
+                        given, weighted, self._output_losses[i][0])]
+            self._output_trackers = [metrics_module.Mean(name=f"{name}_loss") for name in names]
+        self.metrics = [metric for _, metric, _, _ in self._compiled_metrics]
+        self._metric_outputs = [i for _, _, _, i in self._compiled_metrics]
 
     @property
     def metrics_names(self):
-        """'loss' (and per-output losses), then the compiled metrics' names, in the order
+        """'loss' (and per-output losses), then the compiled metrics' log names, in the order
         evaluate returns them."""
         per_output = ([] if self._single_output or self._output_losses is None
                       else [t.name for t in self._output_trackers])
-        return ["loss", *per_output, *(m.name for m in self.metrics)]
+        return ["loss", *per_output, *(name for name, _, _, _ in self._compiled_metrics)]
 
     def _require_compiled(self, where):
         if self.loss is None:
@@ -495,24 +511,21 @@ class Model:
         n = len(y_pred) if self._single_output else len(y_pred[0])
         if loss is not None:
             self.loss_tracker.update_state(loss, sample_weight=n)
-        if self._single_output:
-            for metric in self.metrics:
-                metric.update_state(y, y_pred, sample_weight)
-            return self.get_metrics_result()
-        if loss is not None:
+        if not self._single_output and loss is not None:
             for tracker, value in zip(self._output_trackers, self._last_output_losses,
                                       strict=True):
                 tracker.update_state(value, sample_weight=n)
-        for metric, i in zip(self.metrics, self._metric_outputs, strict=True):
-            metric.update_state(y[i], y_pred[i], sample_weight)
+        for _, metric, weighted, i in self._compiled_metrics:
+            y_true, y_out = (y, y_pred) if self._single_output else (y[i], y_pred[i])
+            metric.update_state(y_true, y_out, sample_weight if weighted else None)
         return self.get_metrics_result()
 
     def get_metrics_result(self):
         """{'loss': ..., metric name: ...}: the running values."""
-        logs = {"loss": self.loss_tracker.result()}
+        logs = {"loss": float(self.loss_tracker.result())}
         if not self._single_output and self._output_losses is not None:
-            logs.update((t.name, t.result()) for t in self._output_trackers)
-        logs.update((m.name, m.result()) for m in self.metrics)
+            logs.update((t.name, float(t.result())) for t in self._output_trackers)
+        logs.update((name, float(m.result())) for name, m, _, _ in self._compiled_metrics)
         return logs
 
     def reset_metrics(self):
@@ -579,12 +592,15 @@ class Model:
         epochs = arguments.integer(epochs, "epochs", where, minimum=0)
         initial_epoch = arguments.integer(initial_epoch, "initial_epoch", where, minimum=0)
         validation_freq = arguments.integer(validation_freq, "validation_freq", where, minimum=1)
-        verbose = check_verbose(verbose, where)
+        verbose_given, verbose = verbose, check_verbose(verbose, where)
         shuffle = arguments.boolean(shuffle, "shuffle", where)
         validation_split = check_validation_split(validation_split, where)
         x = self._check_inputs(x, where, convert=False)
         y = self._check_targets(y, n_samples(x), where)
-        weights = check_sample_weights(sample_weight, class_weight,
+        if sample_weight is not None and class_weight is not None:
+            raise ValueError("fit: give sample_weight or class_weight, not both (as Keras); to "
+                             "combine them, multiply the class weights into sample_weight.")
+        weights = check_sample_weights(sample_weight, None,
                                        y if self._single_output else y[0], n_samples(x), where)
         if validation_data is not None:
             val = self._unpack_validation(validation_data)
@@ -601,6 +617,10 @@ class Model:
             weights = None if weights is None else weights[:split_at]
         else:
             val = None
+        if class_weight is not None:  # the training samples only, as Keras
+            weights = check_sample_weights(None, class_weight,
+                                           y if self._single_output else y[0], n_samples(x),
+                                           where)
         val_batch_size = batch_size if validation_batch_size is None else arguments.integer(
             validation_batch_size, "validation_batch_size", where, minimum=1)
 
@@ -614,10 +634,10 @@ class Model:
             profiler = TrainingProfile([layer.name for layer in self.layers], n, batch_size,
                                        shards)
             callback_list.insert(0, profiler)
-        if verbose:
-            callback_list.append(ProgbarLogger(epochs, steps, verbose))
+        if verbose and not any(isinstance(c, ProgbarLogger) for c in callback_list):
+            callback_list.append(ProgbarLogger())
         callback_list.append(history)
-        params = {"epochs": epochs, "steps": steps, "verbose": verbose}
+        params = {"verbose": verbose_given, "epochs": epochs, "steps": steps}
         history.profile = profiler
         cbs = CallbackList(callback_list, self, params)
         with blas_threads():
@@ -744,14 +764,15 @@ class Model:
         self._require_compiled(where)
         batch_size = 32 if batch_size is None else arguments.integer(
             batch_size, "batch_size", where, minimum=1)
-        verbose = check_verbose(verbose, where)
+        verbose_given, verbose = verbose, check_verbose(verbose, where)
         x = self._check_inputs(x, where, convert=False)
         y = self._check_targets(y, n_samples(x), where)
         weights = check_sample_weights(sample_weight, None, y if self._single_output else y[0],
                                        n_samples(x), where)
         steps = -(-n_samples(x) // batch_size)
         bar = Progbar(steps, verbose)
-        cbs = CallbackList(list(callbacks or []), self, {"steps": steps, "verbose": verbose})
+        cbs = CallbackList(list(callbacks or []), self,
+                           {"verbose": verbose_given, "epochs": 1, "steps": steps})
         with blas_threads():
             self.strategy.refresh()
             logs = self._evaluate_arrays(x, y, weights, batch_size, cbs, bar)
@@ -770,14 +791,15 @@ class Model:
         where = "predict"
         batch_size = 32 if batch_size is None else arguments.integer(
             batch_size, "batch_size", where, minimum=1)
-        verbose = check_verbose(verbose, where)
+        verbose_given, verbose = verbose, check_verbose(verbose, where)
         x = self._check_inputs(x, where, convert=False)
         n = n_samples(x)
         shapes = [self.output_shape] if self._single_output else self.output_shape
         outs = [np.empty((n, *shape[1:]), dtype=self.dtype) for shape in shapes]
         steps = -(-n // batch_size)
         bar = Progbar(steps, verbose)
-        cbs = CallbackList(list(callbacks or []), self, {"steps": steps, "verbose": verbose})
+        cbs = CallbackList(list(callbacks or []), self,
+                           {"verbose": verbose_given, "epochs": 1, "steps": steps})
         # Inference keeps nothing for a backward pass, so it runs in larger chunks than the
         # user's batch_size (fewer calls, better BLAS shapes); the outputs are the same.
         chunk = batch_size if cbs.callbacks else max(batch_size, PREDICT_CHUNK)
@@ -855,16 +877,18 @@ class Model:
         return np.array(y_pred) if self._single_output else [np.array(y) for y in y_pred]
 
     def __call__(self, x, training=False):
-        """On arrays: the outputs for x as a new array (training=True: layers in training
-        mode). On keras.Input tensors: this model as one layer of a bigger model."""
+        """On arrays: the outputs for x as a new array, a Tensor (an ndarray with TensorFlow's
+        .numpy(), minicnn/tensor.py; a list of them for several outputs); training=True runs
+        the layers in training mode. On keras.Input tensors: this model as one layer of a
+        bigger model."""
         from .functional import call_symbolic, is_symbolic
         if is_symbolic(x):
             return call_symbolic(self.as_layer(), x)
         x = self._check_inputs(x, "model(x)")
         with blas_threads():
             y_pred, tape = self.forward(x, training=bool(training))
-            out = (np.array(y_pred) if self._single_output
-                   else [np.array(y) for y in y_pred])
+            out = (as_tensor(np.array(y_pred)) if self._single_output
+                   else [as_tensor(np.array(y)) for y in y_pred])
             tape.release()
         return out
 

@@ -238,9 +238,12 @@ def save_model(model, path, allow_non_finite=False):
                                     else [list(s[1:]) for s in model.input_shape]),
               "compile": None, "optimizer_state": None}
     if model.loss is not None:
+        from . import losses, metrics
+        given, weighted = model._metric_identifiers
         header["compile"] = {"optimizer": model.optimizer.get_config(),
-                             "loss": model.loss.get_config(),
-                             "metrics": [m.name for m in model.metrics]}
+                             "loss": losses.serialize(model.loss),
+                             "metrics": metrics.serialize_all(given),
+                             "weighted_metrics": metrics.serialize_all(weighted)}
         slot_counts = {}
         for weight_path, param in model.named_weights():
             slots = model.optimizer.get_slots(param)
@@ -655,13 +658,16 @@ def _rebuild_architecture(model_file):
 
 
 def _restore_compile(model, model_file):
-    from . import losses, optimizers
+    from . import losses, metrics, optimizers
     compiled = model_file.header.get("compile")
     if not compiled:
         return
     try:
         model.compile(optimizer=optimizers.deserialize(compiled["optimizer"]),
-                      loss=losses.deserialize(compiled["loss"]), metrics=compiled["metrics"])
+                      loss=losses.deserialize(compiled["loss"]),
+                      metrics=metrics.deserialize_all(compiled["metrics"]),
+                      weighted_metrics=metrics.deserialize_all(
+                          compiled.get("weighted_metrics") or []))
     except Exception as exc:  # whatever the header holds
         raise model_file.error(f"has invalid compile settings "
                                f"({type(exc).__name__}: {exc}).") from exc

@@ -52,6 +52,9 @@ def data(rng, n=48, dtype="float32"):
 
 
 def test_resnet_gradients_through_batchnorm_and_the_shortcuts(rng):
+    # Seeded: with some initial weights the 1e-4 step below moves a pre-activation across
+    # ReLU's kink after BatchNormalization, and the finite difference (not the gradient) is off.
+    minicnn.set_random_seed(0)
     model = resnet("float64", dropout=0.3)
     model.compile(loss="sparse_categorical_crossentropy")
     x = distinct_values((4, 8, 8, 3), rng, 0, 255)

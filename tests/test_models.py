@@ -299,7 +299,8 @@ def test_progress_bar_keras_format_one_line_per_epoch(rng, capsys):
     model.fit(x, y, epochs=2, batch_size=32, verbose=1)
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "Epoch 1/2" and out[2] == "Epoch 2/2" and len(out) == 4
-    pattern = r"^2/2 ━{20} \d+s \d+(ms|us|s)/step - accuracy: \d\.\d{4} - loss: \d\.\d{4}$"
+    pattern = (r"^2/2 ━{20} \d+s \d+(ms|us|s)/step - accuracy: \d\.\d{4}(e[+-]\d+)? - "
+               r"loss: \d\.\d{4}$")
     assert re.match(pattern, out[1]), out[1]
     model.fit(x, y, epochs=1, verbose=0)
     model.evaluate(x, y, verbose=0)

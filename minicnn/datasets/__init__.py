@@ -30,3 +30,11 @@ __all__ = [
     "mnist",
     "read_idx",
 ]
+
+# `keras.datasets.cifar10` and other Keras data sets minicnn lacks: a clear error, not a bare
+# AttributeError (minicnn/_namespace.py), also when this module is imported directly.
+import sys as _sys  # noqa: E402
+
+from .._namespace import install_missing_names as _install_missing_names  # noqa: E402
+
+_install_missing_names(_sys.modules[__name__], "datasets")

@@ -24,6 +24,7 @@ import numpy as np
 from .. import arguments, initializers, regularizers
 from ..backend import standardize_dtype
 from ..graph import Context
+from ..tensor import Tensor
 
 _name_counts = defaultdict(int)
 
@@ -195,7 +196,7 @@ class Layer:
             )
         ctx = Context(training=bool(training), need_input_grad=False, need_param_grads=False)
         out = self.forward(np.ascontiguousarray(x, dtype=self.dtype), ctx)
-        return np.array(out)  # never a view of x
+        return np.array(out).view(Tensor)  # never a view of x; .numpy() as TensorFlow's
 
     def _call_on_arrays(self, xs, training):
         """layer([a, b]) for layers that take several inputs (the merge layers)."""

@@ -1,0 +1,58 @@
+"""keras.io's Simple MNIST convnet and TensorFlow's beginner quickstart, as published with only
+the import lines changed (examples/keras_io/), run end to end on a subset of real MNIST: their
+own epochs, batch sizes and evaluation, just fewer images. The full runs are the scripts run
+as they are (numbers in the README)."""
+
+import runpy
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, mnist_data_dir
+
+import minicnn
+
+EXAMPLES = REPO_ROOT / "examples" / "keras_io"
+
+
+@pytest.fixture
+def small_mnist(monkeypatch):
+    """keras.datasets.mnist.load_data() gives the first 3,000 training and 1,000 test images
+    (real MNIST, uint8, as the full call gives them)."""
+    from minicnn.datasets import mnist
+
+    (x_train, y_train), (x_test, y_test) = mnist.load_data(data_dir=mnist_data_dir(), verbose=0)
+    subset = (x_train[:3000], y_train[:3000]), (x_test[:1000], y_test[:1000])
+    monkeypatch.setattr(mnist, "load_data", lambda *args, **kwargs: subset)
+    return subset
+
+
+def run(script, capsys):
+    minicnn.set_random_seed(0)
+    namespace = runpy.run_path(str(EXAMPLES / script), run_name="__main__")
+    return namespace, capsys.readouterr().out
+
+
+def test_keras_io_simple_mnist_convnet(small_mnist, capsys):
+    namespace, out = run("mnist_convnet.py", capsys)
+    assert "x_train shape: (3000, 28, 28, 1)" in out and "1000 test samples" in out
+    assert "Total params: 34,826" in out  # the published summary's count
+    assert "Epoch 15/15" in out and "val_accuracy" in out
+    accuracy = float(out.split("Test accuracy:")[1].split()[0])
+    assert accuracy > 0.9, out[-2000:]
+    assert namespace["score"][1] == accuracy
+
+
+def test_tensorflow_quickstart_for_beginners(small_mnist, capsys):
+    namespace, out = run("tf_quickstart_beginner.py", capsys)
+    assert out.startswith(f"TensorFlow version: {minicnn.__version__}\n")
+    predictions = namespace["predictions"]
+    assert type(predictions) is np.ndarray and predictions.shape == (1, 10)
+    assert "Epoch 5/5" in out
+    line = next(text for text in out.splitlines() if text.startswith("32/32 - "))
+    accuracy = float(line.split("accuracy: ")[1].split()[0])
+    assert accuracy > 0.85, out[-2000:]
+    # The last cell: the trained model inside a Sequential with a Softmax.
+    probabilities = namespace["probability_model"](namespace["x_test"][:5])
+    np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_array_equal(probabilities.numpy().argmax(1),
+                                  namespace["model"].predict(namespace["x_test"][:5]).argmax(1))
