@@ -220,11 +220,12 @@ def run_forward(graph, inputs, training=False, store=None, seed=None, input_grad
         if not node.as_list:
             x = values[node.inputs[0]]
             input_key = (x.shape, x.dtype.char)
+            need_input = requires_grad[node.inputs[0]]
         else:
             x = [values[i] for i in node.inputs]
             input_key = tuple((v.shape, v.dtype.char) for v in x)
+            need_input = any(requires_grad[i] for i in node.inputs)
         need_params = training and layer.trainable and bool(layer.params)
-        need_input = any(requires_grad[i] for i in node.inputs)
         ctx = Context(training, tape, node.index, input_key, need_input, need_params)
         if profiler is None:
             values[node.output] = layer.forward(x, ctx)

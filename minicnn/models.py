@@ -260,13 +260,9 @@ class Model:
     @property
     def trainable_weights(self):
         """The arrays the optimizer updates: trainable layers' trainable parameters."""
-        seen, out = set(), []
-        for layer in self.layers:
-            for value in layer.trainable_weights:
-                if id(value) not in seen:
-                    seen.add(id(value))
-                    out.append(value)
-        return out
+        # Keyed by id, once each (a shared layer appears once); a dict keeps the first order.
+        return list({id(value): value for layer in self.layers
+                     for value in layer.trainable_weights}.values())
 
     trainable_variables = trainable_weights
 

@@ -245,7 +245,10 @@ def maxpool2d_backward(dy, cache):
 
 
 def _contiguous(*arrays):
-    return all(a is None or a.flags.c_contiguous for a in arrays)
+    for a in arrays:  # a loop, not all(genexpr): the optimizers call this per weight per step
+        if a is not None and not a.flags.c_contiguous:
+            return False
+    return True
 
 
 def avgpool2d_forward(x, pool_size, strides, pads, ws=None):
