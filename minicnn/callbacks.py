@@ -123,7 +123,18 @@ def _monitor_mode(monitor, mode, where):
     return mode
 
 
-class EarlyStopping(Callback):
+class _Monitoring(Callback):
+    """A callback watching `monitor` with `mode` ('min'/'max') and `min_delta`."""
+
+    def _is_improvement(self, value, reference):
+        if reference is None:
+            return True
+        if self.mode == "min":
+            return value < reference - self.min_delta
+        return value > reference + self.min_delta
+
+
+class EarlyStopping(_Monitoring):
     """Stop training when `monitor` has not improved by more than `min_delta` for `patience`
     epochs, as Keras 3. restore_best_weights=True puts the best epoch's weights back at the
     end of training, whether or not it stopped early; baseline: a value to beat;
@@ -145,13 +156,6 @@ class EarlyStopping(Callback):
         self.start_from_epoch = arguments.integer(start_from_epoch, "start_from_epoch", where,
                                                   minimum=0)
         self.stopped_epoch = 0
-
-    def _is_improvement(self, value, reference):
-        if reference is None:
-            return True
-        if self.mode == "min":
-            return value < reference - self.min_delta
-        return value > reference + self.min_delta
 
     def on_train_begin(self, logs=None):
         # The same instance may serve several fit calls.
@@ -246,7 +250,7 @@ def _learning_rate(callback, where):
     return optimizer, float(optimizer.learning_rate)
 
 
-class ReduceLROnPlateau(Callback):
+class ReduceLROnPlateau(_Monitoring):
     """Multiply the learning rate by `factor` when `monitor` has not improved by more than
     `min_delta` for `patience` epochs, as Keras 3: new_lr = max(lr * factor, min_lr); then
     wait `cooldown` epochs before watching again. Adds 'learning_rate' to the epoch logs (so
@@ -276,13 +280,6 @@ class ReduceLROnPlateau(Callback):
 
     def in_cooldown(self):
         return self.cooldown_counter > 0
-
-    def _is_improvement(self, value, reference):
-        if reference is None:
-            return True
-        if self.mode == "min":
-            return value < reference - self.min_delta
-        return value > reference + self.min_delta
 
     def on_train_begin(self, logs=None):
         self._reset()

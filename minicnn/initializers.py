@@ -31,6 +31,7 @@ import re
 import numpy as np
 
 from . import arguments
+from ._config import ConfigObject
 from .backend import get_rng
 
 MODULE = "keras.initializers"
@@ -73,7 +74,7 @@ def _snake_case(name):
     return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
 
 
-class Initializer:
+class Initializer(ConfigObject):
     """Base class: ``initializer(shape, dtype) -> array``; ``get_config()`` (JSON types) and
     ``from_config`` for saving, as Keras."""
 
@@ -82,20 +83,6 @@ class Initializer:
 
     def get_config(self):
         return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(other) is type(self) and other.get_config() == self.get_config()
-
-    def __hash__(self):
-        return hash(type(self).__name__)
-
-    def __repr__(self):
-        config = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({config})"
 
 
 class RandomInitializer(Initializer):

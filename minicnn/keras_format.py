@@ -1021,18 +1021,9 @@ def _build_sequential_of_models(document, specs, input_shape, weights, archive_b
         layer = get_class(entry.minicnn_class).from_config(layer_config)
         shape = _per_sample(model.output_shape)
         expected = entry.weights(layer, shape)
-        reader.spent = getattr(reader, "spent", 0) + sum(
-            math.prod(s) for s in expected.values()) * np.dtype(layer.dtype).itemsize
-        if reader.spent > budget:
-            reader.refuse(f"describes an architecture needing over {reader.spent:,} bytes of "
-                          f"weights, more than a {archive_bytes:,}-byte file can hold; "
-                          "refusing to allocate them.")
-        stored = weights.variables(key)
-        if len(stored) != len(expected):
-            reader.refuse(f"stores {len(stored)} weight arrays under {key}/vars; the layer "
-                          f"has {len(expected)}.")
-        for i, wanted in enumerate(expected.values()):
-            weights.check(stored[i], wanted)
+        reader.spent = getattr(reader, "spent", 0)
+        reader.spent, stored = _checked_layer_weights(reader, weights, key, layer, expected,
+                                                      reader.spent, budget, archive_bytes)
         model.add(layer)
         layer.set_weights([weights.read(stored[i]) for i in range(len(expected))])
     reader.context = ""
@@ -1100,17 +1091,8 @@ def _build_model(document, weights, archive_bytes, reader, prefix="layers"):
                    for d in s):
             reader.refuse(f"cannot take inputs of shape {shape} (the layer's output or weights "
                           "would be empty).")
-        needed += sum(math.prod(s) for s in expected.values()) * np.dtype(layer.dtype).itemsize
-        if needed > budget:
-            reader.refuse(f"describes an architecture needing over {needed:,} bytes of "
-                          f"weights, more than a {archive_bytes:,}-byte file can hold; "
-                          "refusing to allocate them.")
-        stored = weights.variables(group)
-        if len(stored) != len(expected):
-            reader.refuse(f"stores {len(stored)} weight arrays under {group}/vars; the layer "
-                          f"has {len(expected)} ({', '.join(expected) or 'none'}).")
-        for i, wanted in enumerate(expected.values()):
-            weights.check(stored[i], wanted)
+        needed, stored = _checked_layer_weights(reader, weights, group, layer, expected,
+                                                needed, budget, archive_bytes)
         planned.append((layer, expected, stored))
         shape = next_shape
     reader.spent = needed
@@ -1327,3 +1309,22 @@ def load_keras(path, where="load_model"):
     finally:
         weights.close()
     return model
+
+
+def _checked_layer_weights(reader, weights, group, layer, expected, needed, budget,
+                           archive_bytes):
+    """Add this layer's weight bytes to `needed` and refuse the file when the total passes
+    `budget` or when the arrays stored under `group` are not the `expected` shapes, before
+    anything is read. -> (needed, stored: the group's variables)."""
+    needed += sum(math.prod(s) for s in expected.values()) * np.dtype(layer.dtype).itemsize
+    if needed > budget:
+        reader.refuse(f"describes an architecture needing over {needed:,} bytes of "
+                      f"weights, more than a {archive_bytes:,}-byte file can hold; "
+                      "refusing to allocate them.")
+    stored = weights.variables(group)
+    if len(stored) != len(expected):
+        reader.refuse(f"stores {len(stored)} weight arrays under {group}/vars; the layer "
+                      f"has {len(expected)} ({', '.join(expected) or 'none'}).")
+    for i, wanted in enumerate(expected.values()):
+        weights.check(stored[i], wanted)
+    return needed, stored

@@ -828,13 +828,7 @@ class Model:
 
     def train_on_batch(self, x, y, sample_weight=None, return_dict=False):
         """One optimizer step on one batch (checked) -> [loss, *metrics] or loss (or a dict)."""
-        where = "train_on_batch"
-        self._require_compiled(where)
-        x = self._check_inputs(x, where)
-        y = self._check_targets(y, n_samples(x), where)
-        weights = check_sample_weights(sample_weight, None, y if self._single_output else y[0],
-                                       n_samples(x), where)
-        data = (x, y) if weights is None else (x, y, weights.astype(self.dtype))
+        data = self._checked_batch(x, y, sample_weight, "train_on_batch")
         self.reset_metrics()
         with blas_threads():
             self.strategy.refresh()
@@ -847,17 +841,20 @@ class Model:
 
     def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
         """Loss and metrics of one batch (checked) -> [loss, *metrics] or loss (or a dict)."""
-        where = "test_on_batch"
+        data = self._checked_batch(x, y, sample_weight, "test_on_batch")
+        self.reset_metrics()
+        with blas_threads():
+            logs = self.test_step(data)
+        return self._batch_result(logs, return_dict)
+
+    def _checked_batch(self, x, y, sample_weight, where):
+        """One batch for train_on_batch/test_on_batch, checked -> (x, y[, sample_weight])."""
         self._require_compiled(where)
         x = self._check_inputs(x, where)
         y = self._check_targets(y, n_samples(x), where)
         weights = check_sample_weights(sample_weight, None, y if self._single_output else y[0],
                                        n_samples(x), where)
-        self.reset_metrics()
-        with blas_threads():
-            logs = self.test_step((x, y) if weights is None else
-                                  (x, y, weights.astype(self.dtype)))
-        return self._batch_result(logs, return_dict)
+        return (x, y) if weights is None else (x, y, weights.astype(self.dtype))
 
     def _batch_result(self, logs, return_dict):
         if return_dict:

@@ -10,31 +10,25 @@ activation ops the layers run (minicnn/ops). Integer inputs are computed in floa
 import numpy as np
 
 from . import ops
+from .activations import _array  # array-like -> float ndarray (integers: float32)
 from .tensor import as_tensor
 
 __all__ = ["softmax", "log_softmax", "relu", "sigmoid", "tanh"]
 
 
-def _floating(x):
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float32)
-    return x
-
-
 def _activation(name, x):
-    return as_tensor(ops.activation_forward(np.ascontiguousarray(_floating(x)), name)[0])
+    return as_tensor(ops.activation_forward(np.ascontiguousarray(_array(x)), name)[0])
 
 
 def softmax(logits, axis=-1, name=None):
     """exp(z - max z) / sum exp(z - max z) along `axis` (the last by default): same shape."""
-    z = np.moveaxis(_floating(logits), axis, -1)
+    z = np.moveaxis(_array(logits), axis, -1)
     return as_tensor(np.moveaxis(np.asarray(_activation("softmax", z)), -1, axis))
 
 
 def log_softmax(logits, axis=-1, name=None):
     """z - max z - log sum exp(z - max z) along `axis`: the log of softmax, computed stably."""
-    z = _floating(logits)
+    z = _array(logits)
     shifted = z - z.max(axis=axis, keepdims=True)
     return as_tensor(shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True)))
 

@@ -24,11 +24,12 @@ A custom regularizer subclasses Regularizer and defines ``__call__(w) -> float``
 import numpy as np
 
 from . import arguments
+from ._config import ConfigObject
 
 MODULE = "keras.regularizers"
 
 
-class Regularizer:
+class Regularizer(ConfigObject):
     """Base class: ``regularizer(w) -> penalty (float)``, ``gradient(w) -> d penalty / d w``
     (an array of w's shape and dtype), ``get_config()``/``from_config`` as Keras."""
 
@@ -40,20 +41,6 @@ class Regularizer:
 
     def get_config(self):
         raise NotImplementedError(f"{type(self).__name__} does not implement get_config()")
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(other) is type(self) and other.get_config() == self.get_config()
-
-    def __hash__(self):
-        return hash(type(self).__name__)
-
-    def __repr__(self):
-        config = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({config})"
 
 
 def _factor(value, name, where, default):

@@ -700,25 +700,27 @@ def _relu_backward(dy, z, dz):
         dz[i] = dy[i] if z[i] > 0 else 0.0
 
 
+def _elementwise(where, kernel, names, *arrays):
+    """Check that every array has the first one's shape and float dtype and is C-contiguous,
+    run `kernel` on their flat views, and return the last array (the output)."""
+    dtype = _float_dtype(where, arrays[0])
+    shape = arrays[0].shape
+    for name, array in zip(names, arrays, strict=True):
+        _check(where, name, array, shape, dtype)
+    kernel(*(array.reshape(-1) for array in arrays))
+    return arrays[-1]
+
+
 def relu_into(z, y):
     """``y = max(z, 0)`` elementwise (z, y same shape and float dtype, C-contiguous; y may be
     z itself). Returns y."""
-    where = "kernels.relu_into"
-    dtype = _float_dtype(where, z)
-    _check(where, "z", z, z.shape, dtype)
-    _check(where, "y", y, z.shape, dtype)
-    _relu(z.reshape(-1), y.reshape(-1))
-    return y
+    return _elementwise("kernels.relu_into", _relu, ("z", "y"), z, y)
 
 
 def relu_backward_into(dy, z, dz):
     """``dz = dy where z > 0, else 0`` elementwise (same shapes and dtype). Returns dz."""
-    where = "kernels.relu_backward_into"
-    dtype = _float_dtype(where, z)
-    for name, array in (("dy", dy), ("z", z), ("dz", dz)):
-        _check(where, name, array, z.shape, dtype)
-    _relu_backward(dy.reshape(-1), z.reshape(-1), dz.reshape(-1))
-    return dz
+    return _elementwise("kernels.relu_backward_into", _relu_backward, ("dy", "z", "dz"),
+                        dy, z, dz)
 
 
 @_jit(nogil=True)
@@ -740,22 +742,13 @@ def _gelu_backward(dy, z, dz):
 def gelu_into(z, y):
     """``y = 0.5 z (1 + erf(z / sqrt 2))`` elementwise (z, y same shape and float dtype,
     C-contiguous; computed in float64 per element). Returns y."""
-    where = "kernels.gelu_into"
-    dtype = _float_dtype(where, z)
-    _check(where, "z", z, z.shape, dtype)
-    _check(where, "y", y, z.shape, dtype)
-    _gelu(z.reshape(-1), y.reshape(-1))
-    return y
+    return _elementwise("kernels.gelu_into", _gelu, ("z", "y"), z, y)
 
 
 def gelu_backward_into(dy, z, dz):
     """``dz = dy (Phi(z) + z phi(z))`` elementwise (same shapes and dtype). Returns dz."""
-    where = "kernels.gelu_backward_into"
-    dtype = _float_dtype(where, z)
-    for name, array in (("dy", dy), ("z", z), ("dz", dz)):
-        _check(where, name, array, z.shape, dtype)
-    _gelu_backward(dy.reshape(-1), z.reshape(-1), dz.reshape(-1))
-    return dz
+    return _elementwise("kernels.gelu_backward_into", _gelu_backward, ("dy", "z", "dz"),
+                        dy, z, dz)
 
 
 # --------------------------------------------------------------------------- bias + activation
