@@ -6,10 +6,10 @@ The code below is the guide's code from "Setup" to "Save and serialize", with on
 lines changed (``import keras`` and ``from keras import layers``); its prose is left out. Also
 left out: the setup's ``import numpy as np`` and ``from keras import ops``, which this part
 never uses, and the two ``keras.utils.plot_model(...)`` calls, which draw the graph with pydot
-and Graphviz and which minicnn does not have (``model.summary()`` shows the graph as text). A bare expression is
-a cell whose value the guide displays. Published result: about 96 % test accuracy after 2
-epochs. tests/test_keras_io_examples.py runs this file on the full MNIST (the guide's reshapes
-name 60000 and 10000 images); run it as it is:
+and Graphviz and which minicnn does not have (``model.summary()`` shows the graph as text). A
+bare expression is a cell whose value the guide displays. Published result: about 96 % test
+accuracy after 2 epochs. tests/test_keras_io_examples.py runs this file on the full MNIST (the
+guide's reshapes name 60000 and 10000 images); run it as it is:
 
     python examples/keras_io/functional_api_mnist.py     # writes my_model.keras here
 """
