@@ -133,9 +133,33 @@ def _ints(values, n, where, name):
     return values
 
 
+def _memoized(check):
+    """Cache a pure geometry check by its arguments: the same few shapes come back every step,
+    and the checks' Python was a tenth of a small step. Failed checks raise and are not cached;
+    unhashable arguments (lists) skip the cache; at most 4096 entries are kept."""
+    cache = {}
+
+    def cached(*args):
+        try:
+            return cache[args]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable argument
+            return check(*args)
+        result = check(*args)
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[args] = result
+        return result
+
+    cached.__doc__, cached.__name__ = check.__doc__, check.__name__
+    return cached
+
+
 # --------------------------------------------------------------------------- im2col / col2im
 
 
+@_memoized
 def _unfold_geometry(where, x_shape, kh, kw, strides, pads):
     """-> ((kh, kw, sh, sw, top, left, out_h, out_w), shape of the unfolded matrix), checked."""
     kh, kw = _ints((kh, kw), 2, where, "kernel size")
@@ -274,6 +298,7 @@ def _maxpool2d(x, ph, pw, sh, sw, top, left, y, argmax):
                                 argmax[n, oh, ow, ch] = hh * w + ww
 
 
+@_memoized
 def _pool_geometry(where, x_shape, pool_size, strides, pads):
     ph, pw = _ints(pool_size, 2, where, "pool_size")
     sh, sw = _ints(strides, 2, where, "strides")
@@ -387,6 +412,7 @@ def _index_dtype(argmax):
     return argmax.dtype if getattr(argmax, "dtype", None) in (np.int32, np.int64) else np.int64
 
 
+@_memoized
 def _tiled_shapes(where, x_shape, pool_size):
     ph, pw = _ints(pool_size, 2, where, "pool_size")
     n_batch, h, w, c = x_shape
