@@ -726,11 +726,11 @@ def _relu_backward(dy, z, dz):
         dz[i] = dy[i] if z[i] > 0 else 0.0
 
 
-def _elementwise(where, kernel, names, *arrays):
-    """Check that every array has the first one's shape and float dtype and is C-contiguous,
-    run `kernel` on their flat views, and return the last array (the output)."""
-    dtype = _float_dtype(where, arrays[0])
-    shape = arrays[0].shape
+def _elementwise(where, kernel, names, *arrays, like=0):
+    """Check that every array has the shape and float dtype of arrays[like] (the input z) and
+    is C-contiguous, run `kernel` on their flat views, and return the last array (the output)."""
+    dtype = _float_dtype(where, arrays[like])
+    shape = arrays[like].shape
     for name, array in zip(names, arrays, strict=True):
         _check(where, name, array, shape, dtype)
     kernel(*(array.reshape(-1) for array in arrays))
@@ -746,7 +746,7 @@ def relu_into(z, y):
 def relu_backward_into(dy, z, dz):
     """``dz = dy where z > 0, else 0`` elementwise (same shapes and dtype). Returns dz."""
     return _elementwise("kernels.relu_backward_into", _relu_backward, ("dy", "z", "dz"),
-                        dy, z, dz)
+                        dy, z, dz, like=1)
 
 
 @_jit(nogil=True)
@@ -774,7 +774,7 @@ def gelu_into(z, y):
 def gelu_backward_into(dy, z, dz):
     """``dz = dy (Phi(z) + z phi(z))`` elementwise (same shapes and dtype). Returns dz."""
     return _elementwise("kernels.gelu_backward_into", _gelu_backward, ("dy", "z", "dz"),
-                        dy, z, dz)
+                        dy, z, dz, like=1)
 
 
 # --------------------------------------------------------------------------- bias + activation
