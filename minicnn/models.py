@@ -345,9 +345,10 @@ class Model:
                                                          strict=True)]
 
     # -- compile --------------------------------------------------------------------------------
-    def compile(self, optimizer="adam", loss=None, metrics=None, loss_weights=None,
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
                 weighted_metrics=None):
-        """Choose the optimizer ('adam', 'adamw', 'adagrad', 'rmsprop', 'sgd' or an instance),
+        """Choose the optimizer ('adam', 'adamw', 'adagrad', 'rmsprop' (the default, as
+        Keras's), 'sgd' or an instance),
         the loss (a name such as 'mse', a losses function or instance) and metrics (e.g.
         ['accuracy', 'mae']); metrics ignore sample weights and weighted_metrics use them, as
         in Keras (minicnn/metrics.py). A model with several outputs takes one loss for all, or
