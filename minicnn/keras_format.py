@@ -360,7 +360,13 @@ def _compile_config(model):
                             **entry.keras_only},
                  "registered_name": None}
     given, weighted = model._metric_identifiers
-    return {"optimizer": optimizer, "loss": _loss_to_keras(model.loss), "loss_weights": None,
+    loss, loss_weights = _loss_to_keras(model.loss), None
+    if model._output_losses is not None:  # several outputs: by output name, as Keras keeps them
+        names = model.output_names
+        loss = {name: _loss_to_keras(fn)
+                for name, (fn, _) in zip(names, model._output_losses, strict=True)}
+        loss_weights = {name: w for name, (_, w) in zip(names, model._output_losses, strict=True)}
+    return {"optimizer": optimizer, "loss": loss, "loss_weights": loss_weights,
             "metrics": _metrics_to_keras(given), "weighted_metrics": _metrics_to_keras(weighted)}
 
 
@@ -1190,7 +1196,33 @@ def _loss_from_keras(value, reader):
                               {cls.__name__: cls for cls in losses.LOSS_CLASSES}, reader)
 
 
+def _per_output_from_keras(value, convert, reader):
+    """Keras's per-output forms (a dict by output name, or a list with one entry per output)
+    of a compile setting -> the same form with `convert` applied to each entry; one value for
+    every output is converted as it is."""
+    if isinstance(value, dict) and "class_name" not in value:
+        return {name: convert(item, reader) for name, item in value.items()}
+    return convert(value, reader)
+
+
+def _losses_from_keras(value, reader):
+    """compile_config's loss: one loss, a list (one per output) or a dict by output name."""
+    if isinstance(value, list):
+        return [_loss_from_keras(item, reader) for item in value]
+    return _per_output_from_keras(value, _loss_from_keras, reader)
+
+
 def _metrics_from_keras(values, reader):
+    """compile_config's metrics: a list, a list of lists (per output) or a dict by output."""
+    if isinstance(values, dict) and "class_name" not in values:
+        return {name: _metrics_from_keras(item if isinstance(item, list) else [item], reader)
+                for name, item in values.items()}
+    if isinstance(values, list) and values and all(isinstance(v, list) for v in values):
+        return [_metrics_from_keras(item, reader) for item in values]
+    return _flat_metrics_from_keras(values, reader)
+
+
+def _flat_metrics_from_keras(values, reader):
     from . import metrics
 
     def by_name(name):
@@ -1214,18 +1246,23 @@ def _restore_compile(model, document, weights, reader):
     try:
         if not isinstance(compiled, dict):
             raise _CompileUnsupported("the compile settings are not an object")
-        if compiled.get("loss_weights") is not None:
-            raise _CompileUnsupported("loss_weights is set")
+        loss_weights = compiled.get("loss_weights")
+        if loss_weights is not None and model._single_output:
+            raise _CompileUnsupported("loss_weights is set on a model with one output")
         metrics = _metrics_from_keras(compiled.get("metrics"), reader)
         weighted_metrics = _metrics_from_keras(compiled.get("weighted_metrics"), reader)
         optimizer = _optimizer_from_keras(compiled.get("optimizer"), reader)
-        loss = _loss_from_keras(compiled.get("loss"), reader)
+        loss = _losses_from_keras(compiled.get("loss"), reader)
+        model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights,
+                      metrics=metrics, weighted_metrics=weighted_metrics)
     except _CompileUnsupported as exc:
         reader.warn(f"{exc}; the model is loaded uncompiled. Call model.compile(...) before "
                     "fit or evaluate.")
         return
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
-                  weighted_metrics=weighted_metrics)
+    except (ValueError, TypeError) as exc:  # per-output settings that do not fit the outputs
+        reader.warn(f"the compile settings do not fit this model ({exc}); the model is "
+                    "loaded uncompiled. Call model.compile(...) before fit or evaluate.")
+        return
     _restore_optimizer_state(model, weights, reader)
 
 

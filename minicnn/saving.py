@@ -244,6 +244,9 @@ def save_model(model, path, allow_non_finite=False):
                              "loss": losses.serialize(model.loss),
                              "metrics": metrics.serialize_all(given),
                              "weighted_metrics": metrics.serialize_all(weighted)}
+        if model._output_losses is not None:  # several outputs: a loss and weight for each
+            header["compile"]["loss"] = [losses.serialize(fn) for fn, _ in model._output_losses]
+            header["compile"]["loss_weights"] = [w for _, w in model._output_losses]
         slot_counts = {}
         for weight_path, param in model.named_weights():
             slots = model.optimizer.get_slots(param)
@@ -663,8 +666,11 @@ def _restore_compile(model, model_file):
     if not compiled:
         return
     try:
-        model.compile(optimizer=optimizers.deserialize(compiled["optimizer"]),
-                      loss=losses.deserialize(compiled["loss"]),
+        loss = compiled["loss"]
+        loss = ([losses.deserialize(fn) for fn in loss] if isinstance(loss, list)
+                else losses.deserialize(loss))
+        model.compile(optimizer=optimizers.deserialize(compiled["optimizer"]), loss=loss,
+                      loss_weights=compiled.get("loss_weights"),
                       metrics=metrics.deserialize_all(compiled["metrics"]),
                       weighted_metrics=metrics.deserialize_all(
                           compiled.get("weighted_metrics") or []))

@@ -632,3 +632,28 @@ def test_every_flipped_byte_is_rejected_or_harmless(tmp_path, rng):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         models.load_model(tmp_path / "none.keras")
+
+
+@pytest.mark.parametrize("suffix", ["npz", "keras"])
+def test_a_multi_output_model_keeps_each_outputs_loss_weight_and_metrics(tmp_path, suffix, rng):
+    """Regression: the files kept only the first output's loss (applied to every output) and
+    dropped loss_weights, so a reloaded model reported another loss, silently."""
+    inputs = minicnn.Input((4,))
+    hidden = layers.Dense(8, activation="relu")(inputs)
+    model = minicnn.Model(inputs, [layers.Dense(3, activation="softmax", name="a")(hidden),
+                                   layers.Dense(1, name="b")(hidden)])
+    model.compile(optimizer="adam", loss={"a": "sparse_categorical_crossentropy", "b": "mse"},
+                  loss_weights={"a": 1.0, "b": 0.5}, metrics={"a": ["accuracy"], "b": ["mae"]})
+    x = rng.random((16, 4)).astype("float32")
+    y = [rng.integers(0, 3, 16), rng.random((16, 1)).astype("float32")]
+    fit_quietly(model, x, y)
+    expected = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert expected["loss"] == pytest.approx(expected["a_loss"] + 0.5 * expected["b_loss"])
+    path = tmp_path / f"two_outputs.{suffix}"
+    model.save(path)
+    loaded = models.load_model(path)
+    assert loaded.evaluate(x, y, verbose=0, return_dict=True) == pytest.approx(expected)
+    if suffix == "keras":  # and real Keras reads the same settings
+        in_keras = load_in_keras(path).evaluate(x, {"a": y[0], "b": y[1]}, verbose=0,
+                                                 return_dict=True)
+        assert in_keras == pytest.approx(expected, rel=1e-5)
