@@ -18,10 +18,12 @@ frameworks minicnn, keras, torch, torch-best. Results: ``results/<date>-<host>-r
     PYTHONPATH=. python benchmarks/bench_cifar.py --wait-idle 0.3           # about an hour
     PYTHONPATH=. python benchmarks/bench_cifar.py --quick --limit 512        # a smoke run
 
-minicnn's worker reports "skipped" with the reason (and the table lists it) until minicnn has
-Keras's functional API (``Input``, ``Model(inputs, outputs)``: in since issue 11) and every
-layer the model uses (BatchNormalization and GlobalAveragePooling2D are still missing: issue
-10); JAX's peer skips graphs.
+minicnn builds the model as the Keras worker does, with the functional API
+(``_model.functional_model(api, "resnet-cifar")``: ``Input``, ``layers.Conv2D``,
+``BatchNormalization``, ``ReLU``, ``Add``, ``GlobalAveragePooling2D``, ``Dense``,
+``Model(inputs, outputs)``). An older minicnn checkout (``--minicnn old=PATH``) that lacks the
+functional API or one of those layers reports "skipped" with what is missing, and the table
+lists it; JAX's peer skips graphs.
 """
 
 from __future__ import annotations

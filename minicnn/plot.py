@@ -1,4 +1,5 @@
-"""Pictures of training: learning curves, predictions, confusion matrix, filters, feature maps.
+"""Pictures of training: learning curves, predictions, confusion matrix, filters, feature maps,
+and the layer graph of a model (`plot_model`, as keras.utils.plot_model).
 
 Every function builds a `matplotlib.figure.Figure` with an Agg canvas directly, without pyplot:
 no global state is touched, nothing pops up, it works on a headless server, and in a Jupyter
@@ -29,6 +30,7 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_filters",
     "plot_feature_maps",
+    "plot_model",
 ]
 
 DPI = 100  # pixels per inch of every figure and PNG
@@ -601,3 +603,260 @@ def plot_digit_probabilities(digit, probabilities, title="", path=None):
     fig.suptitle(title, fontsize=11)
     _save_png(fig, path, name)
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# The layer graph (keras.utils.plot_model)
+# --------------------------------------------------------------------------------------------
+_RANKDIRS = ("TB", "LR", "BT", "RL")
+# Keras 3 passes **kwargs on to model_to_dot; of those only layer_range means anything there.
+_KERAS_EXTRA_KWARGS = ("layer_range",)
+_FONT_PT = 10
+_CHAR_IN = 0.602 * _FONT_PT / 72  # width of one DejaVu Sans Mono character, inches
+_LINE_IN = 1.35 * _FONT_PT / 72  # line height, inches
+_PAD_IN = 0.12  # text to box edge
+_RANK_GAP_IN = 0.45  # between rows (TB) or columns (LR) of boxes
+_SPREAD_GAP_IN = 0.3  # between neighbouring boxes of one row
+_DUMMY_IN = 0.25  # the room a long edge takes where it crosses a row
+_MAX_PIXELS = 30000  # longest side of the image; Agg refuses beyond 2**16 pixels
+_BOX_COLORS = {"input": "#d5e8d4", "model": "#ffe6cc", "layer": "#dae8fc"}
+
+
+def _layer_class(layer) -> str:
+    """A layer's class name as model.summary() shows it (a nested model: its model class)."""
+    model = vars(layer).get("model")  # ModelLayer keeps the model in its own __dict__
+    return type(model).__name__ if model is not None else type(layer).__name__
+
+
+def _shape_text(shapes) -> str:
+    """(None, 28, 28, 1) for one tensor, [(None, 32), (None, 32)] for several."""
+    shapes = [tuple(s) for s in shapes]
+    return str(shapes[0]) if len(shapes) == 1 else "[" + ", ".join(map(str, shapes)) + "]"
+
+
+def _graph_boxes(model, show_shapes, show_dtype, show_layer_names, show_layer_activations,
+                 show_trainable):
+    """The boxes to draw -> (labels, kinds, parents): one box per model input and per layer
+    call, in an order where parents come first; parents[i] lists the boxes feeding box i."""
+    from . import activations
+    from .functional import trace
+
+    box_of = {}  # id(KerasTensor) -> the box that makes it
+    labels, kinds, parents = [], [], []
+
+    def add(layer, kind, in_shapes, out_shape, dtype, feeding):
+        lines = [f"{layer.name} ({_layer_class(layer)})" if show_layer_names
+                 else _layer_class(layer)]
+        if show_layer_activations and kind == "layer":
+            activation = getattr(layer, "activation", None)
+            if activation is not None:
+                lines.append(f"Activation: {activations.serialize(activation)}")
+        if show_dtype:
+            lines.append(f"dtype: {np.dtype(dtype).name}")
+        if show_shapes:
+            lines.append(f"Input shape: {_shape_text(in_shapes)}")
+            lines.append(f"Output shape: {_shape_text([out_shape])}")
+        if show_trainable and kind != "input":
+            lines.append(f"Trainable: {'yes' if layer.trainable else 'no'}")
+        labels.append("\n".join(lines))
+        kinds.append(kind)
+        parents.append(feeding)
+        return len(labels) - 1
+
+    for tensor in model.inputs:
+        box_of[id(tensor)] = add(tensor.layer, "input", [tensor.shape], tensor.shape,
+                                 tensor.dtype, [])
+    # trace() is the order the model runs its calls in, so every parent is already drawn.
+    _, calls = trace(model.inputs, model.outputs, f"plot_model: {model.name}")
+    for call in calls:
+        kind = "model" if vars(call.layer).get("model") is not None else "layer"
+        box_of[id(call.output)] = add(call.layer, kind, [t.shape for t in call.inputs],
+                                      call.output.shape, call.output.dtype,
+                                      [box_of[id(t)] for t in call.inputs])
+    return labels, kinds, parents
+
+
+def _layered_layout(parents, extent):
+    """A layered drawing of a DAG -> (rank, spread, chains).
+
+    rank[i]: box i's row, its depth (the longest path from an input). spread[i]: its centre
+    along the row, in inches; a row is ordered by the mean position of each box's parents
+    (fewer crossing arrows) and centred on 0. extent: the size of a box along a row, inches.
+    chains[(p, c)]: the spread positions where the edge p -> c crosses the rows between its
+    ends; such an edge gets a slot of its own in each row it crosses, so it runs beside the
+    boxes there instead of through them.
+    """
+    n = len(parents)
+    rank = [0] * n
+    for i in range(n):  # parents come first, so one pass finds the longest paths
+        rank[i] = max((rank[p] + 1 for p in parents[i]), default=0)
+    rows = [[] for _ in range(max(rank) + 1)]
+    for i in range(n):
+        rows[rank[i]].append(("box", i))
+    for c in range(n):
+        for p in parents[c]:
+            for r in range(rank[p] + 1, rank[c]):
+                rows[r].append(("edge", (p, c)))
+    position = {}  # ("box", i) or ("edge", (p, c), row) -> spread
+
+    def above(item, r):
+        """Where item's predecessor(s) in row r - 1 are."""
+        if item[0] == "box":
+            feeding = [("box", p) if rank[p] == r - 1 else ("edge", (p, item[1]), r - 1)
+                       for p in parents[item[1]]]
+        else:
+            p, c = item[1]
+            feeding = [("box", p) if rank[p] == r - 1 else ("edge", (p, c), r - 1)]
+        xs = [position[f] for f in feeding if f in position]
+        return sum(xs) / len(xs) if xs else 0.0
+
+    for r, row in enumerate(rows):
+        # Stable sort: ties keep the model's own order (inputs as given, calls as traced).
+        row.sort(key=lambda item: above(item, r))
+        widths = [extent if kind == "box" else _DUMMY_IN for kind, _ in row]
+        total = sum(widths) + _SPREAD_GAP_IN * (len(row) - 1)
+        x = -total / 2
+        for item, w in zip(row, widths, strict=True):
+            key = item if item[0] == "box" else ("edge", item[1], r)
+            position[key] = x + w / 2
+            x += w + _SPREAD_GAP_IN
+    spread = [position[("box", i)] for i in range(n)]
+    chains = {(p, c): [position[("edge", (p, c), r)] for r in range(rank[p] + 1, rank[c])]
+              for c in range(n) for p in parents[c]}
+    return rank, spread, chains
+
+
+def plot_model(model, to_file="model.png", show_shapes=False, show_dtype=False,
+               show_layer_names=False, rankdir="TB", expand_nested=False, dpi=200,
+               show_layer_activations=False, show_trainable=False, **kwargs):
+    """Draw the model's layer graph to an image file, as keras.utils.plot_model.
+
+        keras.utils.plot_model(model, "my_first_model.png")
+        keras.utils.plot_model(model, "my_first_model_with_shape_info.png", show_shapes=True)
+
+    Keras draws with pydot and Graphviz; minicnn draws with matplotlib (no Graphviz needed).
+    One box per model input and per layer call, with the layer's class name (and its name,
+    with show_layer_names=True: "dense_1 (Dense)"); arrows follow the graph's edges. Boxes are
+    placed in rows by depth (the longest path from an input), rows centred, each row ordered
+    by where its boxes' inputs are; an edge that skips rows (a residual connection) is routed
+    beside the boxes of the rows it crosses. Sequential models are a chain; a model used as a
+    layer is one (orange) box. Inputs are green.
+
+    Arguments as Keras 3's (same names and defaults): show_shapes (input and output shapes),
+    show_dtype, show_layer_names, rankdir ("TB" top to bottom, "LR" left to right; also "BT",
+    "RL"), dpi (pixels per inch; lowered if the longest side would pass 30,000 pixels),
+    show_layer_activations (layers with an `activation`), show_trainable. expand_nested=True is
+    accepted but a nested model is still drawn as one box (a UserWarning says so). layer_range
+    (Keras's **kwargs) is not supported: anything but None raises ValueError; other keywords
+    raise TypeError.
+
+    to_file: the image file; its extension picks the format (png, pdf, svg, jpg, ... as
+    matplotlib writes them; none means PNG, as Keras). Written atomically (a temporary file in
+    the same folder, then renamed): on an error no partial file is left. A missing folder
+    raises FileNotFoundError.
+    -> as Keras: an IPython.display.Image of the file when IPython is installed (a notebook
+    shows it inline), else None. Images other than PNG/JPEG: None.
+    """
+    where = "plot_model"
+    unknown = sorted(set(kwargs) - set(_KERAS_EXTRA_KWARGS))
+    if unknown:
+        raise TypeError(f"{where}: unexpected keyword argument(s) {unknown}; it takes model, "
+                        "to_file, show_shapes, show_dtype, show_layer_names, rankdir, "
+                        "expand_nested, dpi, show_layer_activations, show_trainable "
+                        "(and Keras's layer_range=None).")
+    if kwargs.get("layer_range") is not None:
+        raise ValueError(f"{where}: layer_range is not supported by minicnn; it draws the whole "
+                         "model (pass layer_range=None).")
+    from .models import Model
+    if not isinstance(model, Model):
+        raise TypeError(f"{where}: expected a minicnn model (Sequential or keras.Model), got "
+                        f"{type(model).__name__}.")
+    model._require_built(where)
+    if rankdir not in _RANKDIRS:
+        raise ValueError(f"{where}: rankdir must be one of {_RANKDIRS}, got {rankdir!r}.")
+    if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not dpi > 0:
+        raise ValueError(f"{where}: dpi must be a positive number, got {dpi!r}.")
+    if to_file is None or not isinstance(to_file, (str, os.PathLike)):
+        raise TypeError(f"{where}: to_file must be a file name such as 'model.png', got "
+                        f"{to_file!r}.")
+    to_file = os.fspath(to_file)
+    extension = os.path.splitext(to_file)[1][1:].lower() or "png"
+    if expand_nested:
+        import warnings
+        warnings.warn(f"{where}: expand_nested=True is not supported; nested models are drawn "
+                      "as one box.", UserWarning, stacklevel=2)
+
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    labels, kinds, parents = _graph_boxes(model, show_shapes, show_dtype, show_layer_names,
+                                          show_layer_activations, show_trainable)
+    # One box size for all: tidy rows, and an arrow always meets the middle of an edge.
+    box_w = max(len(line) for text in labels for line in text.split("\n")) * _CHAR_IN
+    box_w += 2 * _PAD_IN
+    box_h = max(text.count("\n") + 1 for text in labels) * _LINE_IN + 2 * _PAD_IN
+    across = rankdir in ("LR", "RL")  # ranks run left to right: a row is a column
+    rank_extent, spread_extent = (box_w, box_h) if across else (box_h, box_w)
+    rank, spread, chains = _layered_layout(parents, spread_extent)
+    step = rank_extent + _RANK_GAP_IN
+    sign = -1 if rankdir in ("TB", "LR") else 1  # TB: rank 0 on top; LR: rank 0 on the left
+    if across:
+        sign = -sign
+
+    def xy(r, s):
+        """(rank position in inches, spread position) -> figure inches, before the margin."""
+        return (r, -s) if across else (s, r)
+
+    centres = [xy(sign * rank[i] * step, spread[i]) for i in range(len(labels))]
+    margin = 0.15
+    # An edge routed beside the boxes can stick out past them: it counts for the size too.
+    crossings = [xy(0, s) for points in chains.values() for s in points]
+    xs = [x for x, _ in centres] + ([] if across else [x for x, _ in crossings])
+    ys = [y for _, y in centres] + ([y for _, y in crossings] if across else [])
+    x0, x1 = min(xs) - box_w / 2 - margin, max(xs) + box_w / 2 + margin
+    y0, y1 = min(ys) - box_h / 2 - margin, max(ys) + box_h / 2 + margin
+    width_in, height_in = x1 - x0, y1 - y0
+    dpi = min(float(dpi), _MAX_PIXELS / max(width_in, height_in))
+
+    fig = Figure(figsize=(width_in, height_in), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_axis_off()
+    for (x, y), text, kind in zip(centres, labels, kinds, strict=True):
+        ax.add_patch(FancyBboxPatch((x - box_w / 2, y - box_h / 2), box_w, box_h,
+                                    boxstyle="round,pad=0,rounding_size=0.06",
+                                    facecolor=_BOX_COLORS[kind], edgecolor="#333333",
+                                    linewidth=1, zorder=2))
+        ax.text(x, y, text, ha="center", va="center", family="monospace",
+                fontsize=_FONT_PT, linespacing=1.35, zorder=3)
+    half = rank_extent / 2
+    for (p, c), points in chains.items():
+        # From the middle of the parent's far side, through the edge's slots in the rows it
+        # crosses, to the middle of the child's near side.
+        path = [xy(sign * (rank[p] * step + half), spread[p])]
+        for k, s in enumerate(points):
+            r = rank[p] + 1 + k
+            path.append(xy(sign * (r * step - half), s))
+            path.append(xy(sign * (r * step + half), s))
+        path.append(xy(sign * (rank[c] * step - half), spread[c]))
+        for a, b in zip(path[:-2], path[1:-1], strict=True):
+            ax.plot([a[0], b[0]], [a[1], b[1]], color="#333333", linewidth=1, zorder=1)
+        ax.add_patch(FancyArrowPatch(path[-2], path[-1], arrowstyle="-|>", mutation_scale=12,
+                                     color="#333333", linewidth=1, shrinkA=0, shrinkB=0,
+                                     zorder=1))
+
+    supported = fig.canvas.get_supported_filetypes()
+    if extension not in supported:
+        raise ValueError(f"{where}: cannot write {to_file}: matplotlib does not know the format "
+                         f"'.{extension}'; use one of {sorted(supported)}.")
+    with atomic_write(to_file, "wb", where=where) as f:
+        fig.savefig(f, format=extension, dpi=dpi)
+    if extension not in ("png", "jpg", "jpeg"):
+        return None
+    try:
+        from IPython import display
+    except ImportError:
+        return None
+    # The format said outright: a file without an extension is PNG all the same.
+    return display.Image(filename=to_file, format="png" if extension == "png" else "jpeg")

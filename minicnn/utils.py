@@ -3,6 +3,7 @@
     y_train = keras.utils.to_categorical(y_train, 10)   # (60000,) labels -> (60000, 10) one-hot
     keras.utils.set_random_seed(42)
     x = keras.utils.normalize(x, axis=-1)               # rows scaled to unit L2 norm
+    keras.utils.plot_model(model, "model.png", show_shapes=True)   # the layer graph (matplotlib)
 """
 
 import numbers
@@ -11,7 +12,8 @@ import numpy as np
 
 from .backend import set_random_seed
 
-__all__ = ["to_categorical", "normalize", "set_random_seed"]
+# plot_model comes from __getattr__ below (lazily: it needs matplotlib).
+__all__ = ["to_categorical", "normalize", "set_random_seed", "plot_model"]  # noqa: F822
 
 
 def to_categorical(x, num_classes=None):
@@ -65,10 +67,10 @@ def normalize(x, axis=-1, order=2):
 
 
 def __getattr__(name):
-    """plot_model lives in minicnn/plot.py (matplotlib), loaded only when asked for."""
+    """plot_model lives in minicnn/plot.py (matplotlib), loaded only when asked for, so that
+    importing minicnn does not load matplotlib."""
     if name == "plot_model":
         from . import plot
-        if hasattr(plot, "plot_model"):
-            return plot.plot_model
+        return plot.plot_model
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

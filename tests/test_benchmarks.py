@@ -558,38 +558,36 @@ def test_functional_api_detection():
     assert built == [(("input", (2,)), ("dense", 1, ("input", (2,))))]  # the probe model
 
 
-def test_cifar_benchmark_skips_minicnn_until_the_functional_api(tmp_path, monkeypatch):
+def test_cifar_benchmark_trains_minicnn_with_the_functional_api(tmp_path, monkeypatch):
     import minicnn
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p))
     monkeypatch.delenv("MINICNN_DATA_DIR", raising=False)  # random data: nothing to read
+    workers = load("_workers")
+    # minicnn has everything the ResNet needs, so its worker trains it instead of skipping.
+    api, missing_api = workers.minicnn_functional_api(minicnn)
+    assert api is not None and missing_api is None
+    assert workers.minicnn_missing_layers(minicnn.layers, "resnet-cifar") == []
+    net = load("_model").functional_model(api, "resnet-cifar")
+    assert type(net).__name__ == "Functional" and net.name == "resnet-cifar"
+    assert net.output_shape == (None, 10)
+    trainable = sum(w.size for w in net.trainable_weights)
+    assert (trainable, net.count_params() - trainable) == \
+        load("_model").graph_weight_count("resnet-cifar")
     bench_cifar = load("bench_cifar")
     report = bench_cifar.main(["--quick", "--frameworks", "minicnn", "--limit", "256",
                                "--no-warmup", "--predict-repeats", "1", "--peak-size", "0",
                                "--no-chart", "--out-dir", str(tmp_path)])
     assert report["config"]["model"] == "resnet-cifar" and report["config"]["batch_size"] == 128
     (run,) = report["runs"]
-    assert "error" not in run, run.get("error")
-    workers = load("_workers")
-    api, missing_api = workers.minicnn_functional_api(minicnn)
-    missing_layers = workers.minicnn_missing_layers(minicnn.layers, "resnet-cifar")
-    where = f"minicnn at {REPO_ROOT / 'minicnn'} has no "
-    if api is not None and not missing_layers:
-        r = run["result"]  # everything landed: the ResNet trains on minicnn
-        assert r["model"] == "resnet-cifar" and r["train_images"] == 256 and r["epoch_s"]
-        assert r["flops_per_image"] == 74_125_056
-    else:
-        if api is None:
-            assert run["skipped"].startswith(where + "functional API yet (")
-            assert ", ".join(missing_api) in run["skipped"]
-        else:  # the functional API is there; the layers issue 10 adds are not (yet)
-            assert run["skipped"].startswith(
-                where + "layers." + ", layers.".join(missing_layers) + " yet (issue 10")
-        table = bench_cifar.bench_mnist.markdown_table(report["summary"], report["ratios"],
-                                                       report)
-        assert f"Skipped: minicnn: {run['skipped']}." in table
-        assert "Random CIFAR-shaped data" in table
+    assert "error" not in run and "skipped" not in run, run
+    r = run["result"]
+    assert r["model"] == "resnet-cifar" and r["train_images"] == 256 and r["epoch_s"]
+    assert r["flops_per_image"] == 74_125_056
+    assert r["test_loss"] == r["test_loss"] and 0 <= r["test_accuracy"] <= 1  # not NaN
+    table = bench_cifar.bench_mnist.markdown_table(report["summary"], report["ratios"], report)
+    assert "Skipped" not in table and "Random CIFAR-shaped data" in table
     saved = list(tmp_path.glob("*-resnet-cifar-quick.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())["config"]["epochs"] == 1
 

@@ -9,6 +9,7 @@ import runpy
 import numpy as np
 import pytest
 from conftest import REPO_ROOT, mnist_data_dir
+from PIL import Image
 
 import minicnn
 
@@ -61,10 +62,16 @@ def test_tensorflow_quickstart_for_beginners(small_mnist, capsys):
 
 def test_keras_io_functional_api_guide_mnist_part(mnist_dir, tmp_path, monkeypatch, capsys):
     # The guide reshapes to (60000, 784) and (10000, 784), so it gets the full MNIST (its
-    # multilayer perceptron trains 2 epochs in a few seconds); my_model.keras lands in cwd.
+    # multilayer perceptron trains 2 epochs in a few seconds); its two plot_model pictures and
+    # my_model.keras land in cwd.
     monkeypatch.chdir(tmp_path)
     namespace, out = run("functional_api_mnist.py", capsys)
     assert 'Model: "mnist_model"' in out and "Total params: 55,050" in out  # as published
+    with Image.open(tmp_path / "my_first_model.png") as plain, \
+            Image.open(tmp_path / "my_first_model_with_shape_info.png") as shapes:
+        # 4 boxes in a column (input, 3 Dense); the shapes make the boxes wider and taller.
+        assert plain.height > 2 * plain.width
+        assert shapes.width > plain.width and shapes.height > plain.height
     assert "Connected to" in out and "dense_1[0][0]" in out
     assert "Epoch 2/2" in out and "val_sparse_categorical_accuracy" in out
     accuracy = float(out.split("Test accuracy:")[1].split()[0])

@@ -90,7 +90,9 @@ NAMESPACES = ["", "layers", "losses", "metrics", "models", "optimizers", "callba
 @pytest.mark.parametrize("namespace", NAMESPACES)
 def test_every_keras_name_minicnn_lacks_says_so(namespace):
     module = minicnn if not namespace else getattr(minicnn, namespace)
+    # A module's __all__ may name what its __getattr__ loads lazily (utils.plot_model).
     missing = sorted(n for n in KERAS_NAMES[namespace] if n not in vars(module)
+                     and n not in vars(module).get("__all__", ())
                      and n not in minicnn._LAZY_NAMES and n not in minicnn._LAZY_MODULES)
     assert missing, namespace
     for name in missing:
