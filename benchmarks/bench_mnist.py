@@ -21,7 +21,7 @@ Missing peers are skipped with a note.
 
 Models (``--model``, benchmarks/_model.py): ``tutorial``, ``tutorial-wide`` (every hidden width
 x2) and ``convnet`` (keras.io's simple MNIST convnet: batch 128, categorical cross-entropy,
-Dropout; minicnn skips it, with a message, until it has ``layers.Dropout``); ``resnet-cifar``
+Dropout; a minicnn checkout without ``layers.Dropout`` skips it, with a message); ``resnet-cifar``
 (random CIFAR-shaped data, the functional API) is what benchmarks/bench_cifar.py runs.
 
 Two minicnn checkouts side by side: ``--minicnn old=/path/a,new=/path/b`` runs each as its own
