@@ -57,7 +57,6 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .preprocessing import (
-    MAX_IMAGE_PIXELS,
     MIN_CONTRAST,
     ImageTooLargeError,
     preprocess_digit,
@@ -225,9 +224,9 @@ def decode_data_url(data_url) -> np.ndarray:
     except (binascii.Error, ValueError) as exc:
         raise RequestError(400, f"'image' is not valid base64 ({exc}).") from exc
     try:
-        return read_image(io.BytesIO(raw), "the image", API_IMAGE_FORMATS)
+        return read_image(io.BytesIO(raw), "the uploaded picture", API_IMAGE_FORMATS)
     except ImageTooLargeError as exc:
-        raise RequestError(413, f"{exc} The limit is {MAX_IMAGE_PIXELS:,} pixels.") from exc
+        raise RequestError(413, str(exc)) from exc  # it gives the size and the limit
     except ValueError as exc:
         raise RequestError(400, f"{exc} Send a PNG or JPEG data URL.") from exc
 
@@ -267,7 +266,10 @@ def handle_predict(predictor: DigitPredictor, body: bytes) -> dict:
                                 '{"image": "data:image/png;base64,..."} or '
                                 '{"pixels": [784 numbers]}.') from exc
     except ValueError as exc:  # bad JSON or UTF-8, an integer of more than 4300 digits
-        raise RequestError(400, f"the body is not valid JSON ({exc}). Send "
+        # Python's advice for that integer (sys.set_int_max_str_digits) is for the server's
+        # programmer, not for the client reading this answer.
+        reason = str(exc).split("; use sys.set_int_max_str_digits")[0]
+        raise RequestError(400, f"the body is not valid JSON ({reason}). Send "
                                 '{"image": "data:image/png;base64,..."} or '
                                 '{"pixels": [784 numbers]}.') from exc
     if not isinstance(request, dict):
@@ -385,6 +387,16 @@ class DigitRequestHandler(http.server.BaseHTTPRequestHandler):
         # Waiting for this request, its headers and its body all count against the deadline.
         self.server.watchdog.start(self.connection)
         super().handle_one_request()
+
+    def parse_request(self):
+        """http.server's parsing, but a request whose line or headers the deadline cut off is
+        answered 408: what had arrived is a fragment, not a request to serve."""
+        if not super().parse_request():
+            return False  # already answered (send_error turns it into 408 if it was cut off)
+        if self.server.watchdog.expired(self.connection):
+            self.send_error(408)
+            return False
+        return True
 
     # -- answers ----------------------------------------------------------------------------
     def _send(self, status: int, body: bytes, content_type: str, extra_headers=()):

@@ -554,6 +554,7 @@ def test_absurd_json_is_a_client_error(server, test_digits, body, words):
     # Before: 500 for deep nesting and huge integers; EPS went to Ghostscript.
     status, answer, _ = request(server, "POST", "/api/predict", body)
     assert status == 400 and words in answer["error"], answer
+    assert "sys.set_int_max_str_digits" not in answer["error"]  # advice for us, not the client
     x_test, y_test = test_digits
     assert_still_serving(server, x_test[0], y_test[0])
 
@@ -603,6 +604,38 @@ def test_a_request_that_stops_arriving_gets_408(model, test_digits):
             assert time.monotonic() - began < 15
         x_test, y_test = test_digits
         assert_still_serving(srv, x_test[0], y_test[0])
+
+
+@pytest.mark.parametrize("sent", [
+    b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\nX-Slow: " + b"a" * 40,
+    b"GET /api/health?" + b"a" * 60,
+    b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n",
+], ids=["get-headers", "request-line", "post-headers"])
+def test_a_request_line_or_headers_that_stop_arriving_get_408(model, sent):
+    # Before: the fragment that had arrived when the deadline cut the connection was answered
+    # as a whole request: 200 for the GET, an HTTP/0.9 body with no status line for the cut
+    # request line, 411 for the POST.
+    with running_server(model, request_timeout=0.6) as srv, socket.create_connection(
+            srv.server_address[:2], timeout=20) as sock:
+        stop = threading.Event()
+
+        def drip():  # one byte every 30 ms: no single read times out, the request never ends
+            try:
+                for byte in sent:
+                    if stop.wait(0.03):
+                        return
+                    sock.sendall(bytes([byte]))
+                stop.wait(20)  # then nothing: still not a complete request
+            except OSError:
+                pass
+
+        dripper = threading.Thread(target=drip)
+        dripper.start()
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+        stop.set()
+        dripper.join(timeout=20)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:120]
+        assert b"did not arrive within 0.6 s" in answer
 
 
 def test_clients_that_leave_early_leave_no_traceback(server, test_digits, capfd):
@@ -712,6 +745,8 @@ def test_an_image_at_the_pixel_cap_costs_little_memory(model):
     with pytest.raises(RequestError) as info:
         handle_predict(predictor, over)
     assert info.value.status == 413 and "4097 x 4096 pixels" in info.value.message
+    # Said once: it repeated "the image: the image is ..." and the limit twice.
+    assert info.value.message.count("limit") == 1 and "the image: " not in info.value.message
 
 
 @pytest.mark.parametrize("args, words", [
