@@ -907,8 +907,9 @@ def main(argv=None, defaults=None, description=None):
         if "error" in record:
             print(record["error"])
         report["profile_run"] = record
-    # A random-data model's results get their own file name beside the MNIST ones.
-    suffix = (f"-{args.model}" if random_labels(args.model) else "") + (
+    # Every model but the tutorial gets its own file name: a convnet run on the same day must
+    # not replace the tutorial's results (it once did).
+    suffix = (f"-{args.model}" if args.model != "tutorial" else "") + (
         "-quick" if (args.quick or args.limit) else "")
     paths = write_outputs(report, args.out_dir, chart=not args.no_chart, suffix=suffix)
     print()
