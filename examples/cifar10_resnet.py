@@ -29,7 +29,7 @@ import numba
 import numpy as np
 
 # The command-line checks, the epoch timer and the atomic JSON writer are the MNIST example's.
-from minicnn.examples.mnist_cnn import EpochTimer, _fraction, _int_at_least, write_json
+from minicnn.examples.mnist_cnn import EpochTimer, add_training_options, write_json
 
 import minicnn as keras
 from minicnn import layers, plot
@@ -162,25 +162,8 @@ def parse_args(argv=None, prog=None):
     parser = argparse.ArgumentParser(
         prog=prog, description="Train a small residual network on CIFAR-10 with minicnn and "
                                "save it, with a record of the run and figures.")
-    parser.add_argument("--epochs", type=_int_at_least(1), default=10,
-                        help="passes over the training images (default: %(default)s)")
-    parser.add_argument("--batch-size", type=_int_at_least(1), default=64,
-                        help="images per gradient step (default: %(default)s)")
-    parser.add_argument("--seed", type=_int_at_least(0), default=None,
-                        help="seed for the initial weights and the shuffling (default: a random "
-                             "one, printed and saved in history.json)")
-    parser.add_argument("--data-dir", metavar="DIR", default=None,
-                        help="folder holding cifar-10/, where CIFAR-10 is downloaded on first "
-                             "use (default: $MINICNN_DATA_DIR, else ~/.cache/minicnn)")
-    parser.add_argument("--output-dir", metavar="DIR", default=DEFAULT_OUTPUT_DIR,
-                        help="where the model, history.json and the figures go "
-                             "(default: ./%(default)s)")
-    parser.add_argument("--validation-split", type=_fraction, default=0.0, metavar="FRACTION",
-                        help="fraction of the training images (the last ones) kept apart to "
-                             "validate on after each epoch, e.g. 0.1 (default: 0, none)")
-    parser.add_argument("--limit", type=_int_at_least(1), default=None, metavar="N",
-                        help="train on the first N training images only, for a quick look "
-                             "(default: all 50,000; the test set stays complete)")
+    add_training_options(parser, batch_size=64, dataset="CIFAR-10", folder="cifar-10/",
+                         n_train="50,000", output_dir=DEFAULT_OUTPUT_DIR)
     return parser.parse_args(argv)
 
 

@@ -140,17 +140,25 @@ def parse_args(argv=None, prog=None):
     parser = argparse.ArgumentParser(
         prog=prog, description="Train the Keras MNIST tutorial's CNN on minicnn and save it, "
                                "with a record of the run and figures.")
+    add_training_options(parser, batch_size=32, dataset="MNIST", folder="mnist/",
+                         n_train="60,000", output_dir=DEFAULT_OUTPUT_DIR)
+    return parser.parse_args(argv)
+
+
+def add_training_options(parser, batch_size, dataset, folder, n_train, output_dir):
+    """The options every example takes (the CIFAR-10 one too): epochs, batch size, seed, data
+    and output folders, validation split, limit. dataset/folder/n_train fill the help texts."""
     parser.add_argument("--epochs", type=_int_at_least(1), default=10,
                         help="passes over the training images (default: %(default)s)")
-    parser.add_argument("--batch-size", type=_int_at_least(1), default=32,
+    parser.add_argument("--batch-size", type=_int_at_least(1), default=batch_size,
                         help="images per gradient step (default: %(default)s)")
     parser.add_argument("--seed", type=_int_at_least(0), default=None,
                         help="seed for the initial weights and the shuffling (default: a random "
                              "one, printed and saved in history.json)")
     parser.add_argument("--data-dir", metavar="DIR", default=None,
-                        help="folder holding mnist/, where MNIST is downloaded on first use "
-                             "(default: $MINICNN_DATA_DIR, else ~/.cache/minicnn)")
-    parser.add_argument("--output-dir", metavar="DIR", default=DEFAULT_OUTPUT_DIR,
+                        help=f"folder holding {folder}, where {dataset} is downloaded on first "
+                             "use (default: $MINICNN_DATA_DIR, else ~/.cache/minicnn)")
+    parser.add_argument("--output-dir", metavar="DIR", default=output_dir,
                         help="where the model, history.json and the figures go "
                              "(default: ./%(default)s)")
     parser.add_argument("--validation-split", type=_fraction, default=0.0, metavar="FRACTION",
@@ -158,8 +166,7 @@ def parse_args(argv=None, prog=None):
                              "validate on after each epoch, e.g. 0.1 (default: 0, none)")
     parser.add_argument("--limit", type=_int_at_least(1), default=None, metavar="N",
                         help="train on the first N training images only, for a quick look "
-                             "(default: all 60,000; the test set stays complete)")
-    return parser.parse_args(argv)
+                             f"(default: all {n_train}; the test set stays complete)")
 
 
 def _int_at_least(minimum):
