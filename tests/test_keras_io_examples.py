@@ -72,10 +72,14 @@ def test_keras_io_functional_api_guide_mnist_part(mnist_dir, tmp_path, monkeypat
         # 4 boxes in a column (input, 3 Dense); the shapes make the boxes wider and taller.
         assert plain.height > 2 * plain.width
         assert shapes.width > plain.width and shapes.height > plain.height
-    assert "Connected to" in out and "dense_1[0][0]" in out
+    # The second Dense's row names the first by its name (a process-wide counter sets it:
+    # "dense_1" only when this test runs alone).
+    assert "Connected to" in out and f"{namespace['dense'].name}[0][0]" in out
     assert "Epoch 2/2" in out and "val_sparse_categorical_accuracy" in out
     accuracy = float(out.split("Test accuracy:")[1].split()[0])
-    assert accuracy > 0.95, out[-2000:]  # published: about 0.96; minicnn 0.957-0.959
+    # Published: about 0.96. Unseeded, as published: minicnn gave 0.953-0.959 over 5 runs, so
+    # the bar leaves room for the seed; a broken model stays far below it.
+    assert accuracy > 0.94, out[-2000:]
     assert float(out.split("Test loss:")[1].split()[0]) < 0.2
     # The model read back from my_model.keras is the trained one: same outputs, same score.
     loaded = namespace["model"]
