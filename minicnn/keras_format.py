@@ -1027,9 +1027,9 @@ def _build_sequential_of_models(document, specs, input_shape, weights, archive_b
         layer = get_class(entry.minicnn_class).from_config(layer_config)
         shape = _per_sample(model.output_shape)
         expected = entry.weights(layer, shape)
-        reader.spent = getattr(reader, "spent", 0)
         reader.spent, stored = _checked_layer_weights(reader, weights, key, layer, expected,
-                                                      reader.spent, budget, archive_bytes)
+                                                      getattr(reader, "spent", 0), budget,
+                                                      archive_bytes)
         model.add(layer)
         layer.set_weights([weights.read(stored[i]) for i in range(len(expected))])
     reader.context = ""
@@ -1196,20 +1196,13 @@ def _loss_from_keras(value, reader):
                               {cls.__name__: cls for cls in losses.LOSS_CLASSES}, reader)
 
 
-def _per_output_from_keras(value, convert, reader):
-    """Keras's per-output forms (a dict by output name, or a list with one entry per output)
-    of a compile setting -> the same form with `convert` applied to each entry; one value for
-    every output is converted as it is."""
-    if isinstance(value, dict) and "class_name" not in value:
-        return {name: convert(item, reader) for name, item in value.items()}
-    return convert(value, reader)
-
-
 def _losses_from_keras(value, reader):
     """compile_config's loss: one loss, a list (one per output) or a dict by output name."""
     if isinstance(value, list):
         return [_loss_from_keras(item, reader) for item in value]
-    return _per_output_from_keras(value, _loss_from_keras, reader)
+    if isinstance(value, dict) and "class_name" not in value:
+        return {name: _loss_from_keras(item, reader) for name, item in value.items()}
+    return _loss_from_keras(value, reader)
 
 
 def _metrics_from_keras(values, reader):

@@ -134,8 +134,8 @@ def _ints(values, n, where, name):
 
 
 def _memoized(check):
-    """Cache a pure geometry check by its arguments: the same few shapes come back every step,
-    and the checks' Python was a tenth of a small step. Failed checks raise and are not cached;
+    """Cache a pure geometry check by its arguments: the same few shapes come back every step
+    (about a dozen checks per step). Failed checks raise and are not cached;
     unhashable arguments (lists) skip the cache; at most 4096 entries are kept."""
     cache = {}
 
