@@ -157,8 +157,10 @@ class Loss:
     def _dvalues(self, sample_weight, values, reduction):
         """dL/dvalues for the reduction: w / divisor, in the values' shape and dtype."""
         weights = self._weights_like(sample_weight, values)
-        ones = np.ones(values.shape, values.dtype)
-        w = ones if weights is None else weights
+        if weights is None and reduction != "sum" and values.size:  # the common case, in one call
+            t = values.dtype.type
+            return np.full(values.shape, t(1) / t(values.size), values.dtype)
+        w = np.ones(values.shape, values.dtype) if weights is None else weights
         if reduction == "sum":
             return np.array(w, dtype=values.dtype)
         if reduction == "mean_with_sample_weight" and weights is not None:
@@ -259,7 +261,7 @@ class _Crossentropy(Loss):
         """The fused op on (rows, K) logits: (values in y_pred's shape minus the last axis,
         cache)."""
         flat = logits.reshape(-1, logits.shape[-1])
-        values, cache = ops.softmax_crossentropy_forward(
+        values, cache = ops.active.softmax_crossentropy_forward(
             flat, self._target(y_true, logits.shape[-1], logits.dtype))
         return values.reshape(logits.shape[:-1]), cache
 
@@ -272,13 +274,13 @@ class _Crossentropy(Loss):
         if self.from_logits:
             values, cache = self._fused(y_true, y_pred)
             ones = np.ones(values.size, y_pred.dtype)
-            return ops.softmax_crossentropy_backward(ones, cache).reshape(y_pred.shape)
+            return ops.active.softmax_crossentropy_backward(ones, cache).reshape(y_pred.shape)
         return self._gradient_probabilities(y_true, y_pred)
 
     def value_and_gradient_from_logits(self, y_true, logits, sample_weight=None):
         values, cache = self._fused(y_true, logits)
         dvalues = self._dvalues(sample_weight, values, self._training_reduction())
-        dlogits = ops.softmax_crossentropy_backward(dvalues.reshape(-1), cache)
+        dlogits = ops.active.softmax_crossentropy_backward(dvalues.reshape(-1), cache)
         return float(np.sum(values * dvalues)), dlogits.reshape(logits.shape)
 
     def get_config(self):
@@ -302,7 +304,7 @@ class SparseCategoricalCrossentropy(_Crossentropy):
         self.ignore_class = None
 
     def _labels(self, y_true):
-        return np.asarray(y_true).reshape(-1).astype(np.intp)
+        return np.asarray(y_true).reshape(-1).astype(np.intp, copy=False)
 
     def _target(self, y_true, num_classes, dtype):
         return self._labels(y_true)
@@ -367,7 +369,7 @@ class CategoricalCrossentropy(_Crossentropy):
 
 
 def _sigmoid(z):
-    return ops.activation_forward(np.ascontiguousarray(z), "sigmoid")[0]
+    return ops.active.activation_forward(np.ascontiguousarray(z), "sigmoid")[0]
 
 
 class BinaryCrossentropy(_LastAxisLoss):

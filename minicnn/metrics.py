@@ -99,6 +99,11 @@ class Mean(Metric):
         return Scalar(self.total / self.count if self.count else 0.0, self.dtype)
 
     def update_state(self, values, sample_weight=None):
+        if isinstance(values, float) and isinstance(sample_weight, (int, float)):
+            # One number with one weight (the model's loss tracker, every step): plain floats.
+            self.total += values * float(sample_weight)
+            self.count += float(sample_weight)
+            return
         values = np.asarray(values, dtype=np.float64)
         if sample_weight is not None:
             weights = np.asarray(sample_weight, dtype=np.float64)
@@ -188,7 +193,8 @@ def sparse_categorical_accuracy(y_true, y_pred):
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.ndim == y_pred.ndim and y_true.shape[-1] == 1:
         y_true = y_true[..., 0]
-    matches = (y_pred.argmax(axis=-1).astype(y_true.dtype) == y_true).astype(np.float32)
+    predicted = y_pred.argmax(axis=-1).astype(y_true.dtype, copy=False)
+    matches = (predicted == y_true).astype(np.float32)
     if matches.ndim > 1 and matches.shape[-1] == 1:
         matches = matches[..., 0]
     return as_tensor(matches)

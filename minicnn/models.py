@@ -40,6 +40,7 @@ from .inputs import (
     n_samples,
     rows,
 )
+from .layers import base as layer_base
 from .layers.base import unique_name
 from .ops.threads import blas_threads
 from .parallel import BatchSplit
@@ -157,6 +158,39 @@ def _per_output(value, names, arg, nested=False):
     return [value for _ in names]
 
 
+class _StepPlan:
+    """What every step reads of a model's layers, gathered once (Model._step_plan): walking the
+    layers for it twice per step cost more Python time than a small model's arithmetic."""
+
+    __slots__ = ("graph", "version", "trainable_weights", "trainable_ids", "regularized",
+                 "flops", "stochastic", "output_layer")
+
+    def __init__(self, model, version):
+        self.graph, self.version = model._graph, version
+        layers = model.layers
+        # Keyed by id, once each (a shared layer appears once); a dict keeps the first order.
+        trainable = {id(value): value for layer in layers for value in layer.trainable_weights}
+        self.trainable_weights = list(trainable.values())
+        self.trainable_ids = list(trainable)
+        # [(param, regularizer)]: each trainable weight whose layer gives it a regularizer
+        # (kernel_regularizer=...), once. Frozen weights have none, as in Keras.
+        self.regularized, seen = [], set()
+        for layer in layers:
+            for name, param in layer.params.items():
+                regularizer = layer.regularizer_for(name)
+                if regularizer is not None and id(param) in trainable and id(param) not in seen:
+                    seen.add(id(param))
+                    self.regularized.append((param, regularizer))
+        nodes = model._graph.nodes if model._graph is not None else []
+        self.flops = sum(node.layer.flops() for node in nodes) if model.built else 0
+        self.stochastic = any(node.layer.stochastic for node in nodes)
+        self.output_layer = None
+        if model._graph is not None:
+            value = model._graph.outputs[0]
+            self.output_layer = next((node.layer for node in reversed(nodes)
+                                      if node.output == value), None)
+
+
 class Model:
     """A graph of layers with Keras's training API (compile, fit, evaluate, predict, ...).
 
@@ -195,6 +229,19 @@ class Model:
         self._output_losses = None  # per output: (loss, weight), for multi-output models
         self._metric_outputs = []  # per compiled metric: the output it watches
         self._layer_view = None
+        self._plan = None
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+        if name == "_graph":  # a model used as a layer of another: that one's plan is stale
+            layer_base.structure_changed()
+
+    def _step_plan(self):
+        """The _StepPlan of the current layers (rebuilt after any change to them)."""
+        plan, version = self._plan, layer_base.structure_version
+        if plan is None or plan.version != version or plan.graph is not self._graph:
+            plan = self._plan = _StepPlan(self, version)
+        return plan
 
     # -- structure ------------------------------------------------------------------------------
     @property
@@ -259,10 +306,9 @@ class Model:
 
     @property
     def trainable_weights(self):
-        """The arrays the optimizer updates: trainable layers' trainable parameters."""
-        # Keyed by id, once each (a shared layer appears once); a dict keeps the first order.
-        return list({id(value): value for layer in self.layers
-                     for value in layer.trainable_weights}.values())
+        """The arrays the optimizer updates: trainable layers' trainable parameters, each once
+        (a shared layer's once), in layer order."""
+        return list(self._step_plan().trainable_weights)
 
     trainable_variables = trainable_weights
 
@@ -274,17 +320,16 @@ class Model:
 
     @property
     def _stochastic(self):
-        return any(node.layer.stochastic for node in self._graph.nodes)
+        return self._step_plan().stochastic
 
     @property
     def output_layer(self):
         """The layer whose call produces the (first) output."""
-        value = self._graph.outputs[0]
-        return next(node.layer for node in reversed(self._graph.nodes) if node.output == value)
+        return self._step_plan().output_layer
 
     def flops(self):
         """Forward FLOPs per sample, summed over the layer calls."""
-        return sum(node.layer.flops() for node in self._graph.nodes) if self.built else 0
+        return self._step_plan().flops
 
     def output_layers(self):
         """The layer producing each output, in output order."""
@@ -413,9 +458,10 @@ class Model:
         copy it to keep it past the next pass. input_grads=True makes backward also return
         dL/dx (gradient checks).
         """
-        seed = int(get_rng().integers(2**63)) if training and self._stochastic else None
+        plan = self._step_plan()
+        seed = int(get_rng().integers(2**63)) if training and plan.stochastic else None
         inputs = [x] if self._single_input else list(x)
-        outputs, tape = self.strategy.forward(self._graph, inputs, training, self.flops(), seed,
+        outputs, tape = self.strategy.forward(self._graph, inputs, training, plan.flops, seed,
                                               input_grads)
         return (outputs[0] if self._single_output else outputs), tape
 
@@ -436,8 +482,9 @@ class Model:
             logits = tuple(i for i, flag in enumerate(flags) if flag)
         param_grads, input_grads = self.strategy.backward(tape, dys, logits)
         penalty_grads = self.regularization_gradients()
-        grads = [_add_gradients(param_grads.get(id(w)), penalty_grads.get(id(w)))
-                 for w in self.trainable_weights]
+        ids = self._step_plan().trainable_ids
+        grads = ([_add_gradients(param_grads.get(k), penalty_grads.get(k)) for k in ids]
+                 if penalty_grads else [param_grads.get(k) for k in ids])
         if not return_input_grads:
             return grads
         return grads, (input_grads[0] if self._single_input else input_grads)
@@ -476,31 +523,17 @@ class Model:
         return total, dys, flags
 
     # -- regularization losses (Keras's model.losses) ------------------------------------------
-    def _regularized_weights(self):
-        """[(param, regularizer)]: each trainable weight whose layer gives it a regularizer
-        (kernel_regularizer=...), once. Frozen weights have none, as in Keras."""
-        seen, pairs = set(), []
-        for layer in self.layers:
-            for name, param in layer.params.items():
-                regularizer = layer.regularizer_for(name)
-                if regularizer is None or id(param) in seen:
-                    continue
-                if any(param is w for w in layer.trainable_weights):
-                    seen.add(id(param))
-                    pairs.append((param, regularizer))
-        return pairs
-
     @property
     def losses(self):
         """The weight-regularization penalties, one float per regularized trainable weight
         (Keras's model.losses); compute_loss_and_gradient adds their sum to the loss."""
-        return [regularizer(param) for param, regularizer in self._regularized_weights()]
+        return [regularizer(param) for param, regularizer in self._step_plan().regularized]
 
     def regularization_gradients(self):
         """{id(param): d penalty / d param} for the weights behind `losses`; backward adds
         each to its weight's gradient."""
         return {id(param): regularizer.gradient(param)
-                for param, regularizer in self._regularized_weights()}
+                for param, regularizer in self._step_plan().regularized}
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None, loss=None):
         """Update the loss tracker (with `loss`, weighted by the batch size) and the compiled

@@ -102,20 +102,28 @@ class Optimizer:
     def apply_gradients(self, grads_and_vars):
         """One step: for each (gradient, parameter) pair, update the parameter in place.
         Pairs whose gradient is None are skipped; the step is counted either way."""
-        pairs = [(grad, param) for grad, param in grads_and_vars if grad is not None]
-        where = type(self).__name__
-        for grad, param in pairs:  # all of them, before anything is changed
-            _check_pair(where, grad, param)
+        grads, params = [], []
+        for grad, param in grads_and_vars:  # all of them checked before anything is changed
+            if grad is None:
+                continue
+            if (type(grad) is not np.ndarray or grad.shape != param.shape
+                    or grad.dtype != param.dtype):
+                _check_pair(type(self).__name__, grad, param)
+            grads.append(grad)
+            params.append(param)
         learning_rate = self.learning_rate  # Keras: the schedule at the steps taken so far
-        grads = self._clip_gradients([grad for grad, _ in pairs])
+        grads = self._clip_gradients(grads)
         self.iterations += 1
         decay = None
         if self.weight_decay and not self.fuses_weight_decay:
             decay = self.weight_decay * learning_rate
-        for grad, (_, param) in zip(grads, pairs, strict=True):
+        slots = self._slots
+        for grad, param in zip(grads, params, strict=True):
             if decay:
                 param -= param * param.dtype.type(decay)
-            self._update_one(grad, param, self.slots_for(param), learning_rate)
+            entry = slots.get(id(param))  # slots_for(param), inline: once per weight per step
+            self._update_one(grad, param, entry[1] if entry is not None and entry[0] is param
+                             else self.slots_for(param), learning_rate)
 
     def _update_one(self, grad, param, slots, learning_rate):
         raise NotImplementedError
@@ -252,7 +260,7 @@ class SGD(Optimizer):
 
     def _update_one(self, grad, param, slots, learning_rate):
         velocity = slots[0] if slots else None
-        ops.sgd_update(grad, param, velocity, learning_rate, self.momentum, self.nesterov)
+        ops.active.sgd_update(grad, param, velocity, learning_rate, self.momentum, self.nesterov)
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
@@ -286,8 +294,8 @@ class RMSprop(Optimizer):
         velocity, *rest = slots
         momentum_buffer = rest.pop(0) if self.momentum > 0 else None
         average_grad = rest.pop(0) if self.centered else None
-        ops.rmsprop_update(grad, param, velocity, momentum_buffer, average_grad, learning_rate,
-                           self.rho, self.momentum, self.epsilon)
+        ops.active.rmsprop_update(grad, param, velocity, momentum_buffer, average_grad,
+                                  learning_rate, self.rho, self.momentum, self.epsilon)
 
     def get_config(self):
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,
@@ -318,7 +326,7 @@ class Adagrad(Optimizer):
         return [np.full_like(param, self.initial_accumulator_value)]
 
     def _update_one(self, grad, param, slots, learning_rate):
-        ops.adagrad_update(grad, param, slots[0], learning_rate, self.epsilon)
+        ops.active.adagrad_update(grad, param, slots[0], learning_rate, self.epsilon)
 
     def get_config(self):
         return {**super().get_config(),
@@ -358,10 +366,10 @@ class Adam(Optimizer):
         # The fast backend does this in one compiled pass (its wrapper checks that the four
         # arrays agree: a mismatch would run past a buffer); the reference in NumPy.
         if self.weight_decay:
-            ops.adamw_update(grad, param, m, v, b1, b2, alpha, self.epsilon,
-                             self.weight_decay * learning_rate)
+            ops.active.adamw_update(grad, param, m, v, b1, b2, alpha, self.epsilon,
+                                    self.weight_decay * learning_rate)
         else:
-            ops.adam_update(grad, param, m, v, b1, b2, alpha, self.epsilon)
+            ops.active.adam_update(grad, param, m, v, b1, b2, alpha, self.epsilon)
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,

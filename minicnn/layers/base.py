@@ -16,17 +16,54 @@ Writing a layer: set ``params`` through ``weight_shapes`` (+ ``initializer_for``
 ``get_config``. Names ending in non_trainable_names are state, not trained (moving averages).
 """
 
+import itertools
 import re
 from collections import defaultdict
 
 import numpy as np
 
-from .. import arguments, initializers, regularizers
+from .. import arguments, initializers, ops, regularizers
 from ..backend import standardize_dtype
 from ..graph import Context
 from ..tensor import Tensor
 
 _name_counts = defaultdict(int)
+
+# Models cache what a step reads of their layers (the trainable weights, the regularized ones,
+# the FLOPs: Model._step_plan) instead of walking every layer several times per step. Setting
+# any layer attribute or replacing an entry of a layer's params gives this a new value, and a
+# cache made under another value is rebuilt. Layers set no attribute while they run (a call's
+# state lives in its ctx), so training keeps one value.
+_versions = itertools.count(1)
+structure_version = 0
+
+
+def structure_changed():
+    """Mark every model's cached view of its layers as stale (see structure_version)."""
+    global structure_version
+    structure_version = next(_versions)
+
+
+class ParamDict(dict):
+    """A layer's params: a dict that calls structure_changed() whenever an entry changes."""
+
+    def _changed(method):  # noqa: N805  (a decorator used in the class body)
+        def changing(self, *args, **kwargs):
+            result = method(self, *args, **kwargs)
+            structure_changed()
+            return result
+        changing.__name__, changing.__doc__ = method.__name__, method.__doc__
+        return changing
+
+    __setitem__ = _changed(dict.__setitem__)
+    __delitem__ = _changed(dict.__delitem__)
+    __ior__ = _changed(dict.__ior__)
+    update = _changed(dict.update)
+    pop = _changed(dict.pop)
+    popitem = _changed(dict.popitem)
+    setdefault = _changed(dict.setdefault)
+    clear = _changed(dict.clear)
+    del _changed
 
 
 def _snake_case(class_name):
@@ -111,6 +148,12 @@ class Layer:
         self.input_shape = None
         self.output_shape = None
         self.params = {}
+
+    def __setattr__(self, name, value):
+        if name == "params" and type(value) is dict:
+            value = ParamDict(value)
+        object.__setattr__(self, name, value)
+        structure_changed()
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -342,13 +385,11 @@ class ActivatedLayer(Layer):
         return self.kernel_regularizer if name == "kernel" else self.bias_regularizer
 
     def output_logits(self, ctx):
-        from .. import ops
-        return ops.activation_input(ctx.saved[-1])
+        return ops.active.activation_input(ctx.saved[-1])
 
     def backward(self, dy, ctx):
         # dz = dL/d(z + bias) through the activation (and dbias, its sum), then the affine map.
-        from .. import ops
-        dz, dbias = ops.bias_activation_backward(
+        dz, dbias = ops.active.bias_activation_backward(
             dy, ctx.saved[-1], need_dbias=self.use_bias and ctx.need_param_grads)
         return self._backward_from_dz(dz, dbias, ctx)
 
@@ -409,7 +450,6 @@ class SlidingWindow:
                 )
 
     def _geometry(self, input_shape):
-        from .. import ops
         return ops.conv_geometry(tuple(input_shape[1:3]), self._window(), self.strides,
                                  self.padding)
 

@@ -55,16 +55,16 @@ class Conv2D(SlidingWindow, ActivatedLayer):
 
     def forward(self, x, ctx):
         # z = conv(x, kernel); y = activation(z + bias)
-        z, conv_cache = ops.conv2d_forward(x, self.params["kernel"], self.strides, self._pads,
-                                           ws=ctx.workspace("conv2d"))
-        y, act_cache = ops.bias_activation_forward(z, self.params.get("bias"), self.activation,
-                                                   ws=ctx.workspace("bias_activation"))
+        z, conv_cache = ops.active.conv2d_forward(x, self.params["kernel"], self.strides,
+                                                  self._pads, ws=ctx.workspace("conv2d"))
+        y, act_cache = ops.active.bias_activation_forward(
+            z, self.params.get("bias"), self.activation, ws=ctx.workspace("bias_activation"))
         ctx.save(conv_cache, act_cache)
         return y
 
     def _affine_backward(self, dz, ctx):
         conv_cache, _ = ctx.saved
-        return ops.conv2d_backward(dz, conv_cache, need_dx=ctx.need_input_grad)
+        return ops.active.conv2d_backward(dz, conv_cache, need_dx=ctx.need_input_grad)
 
     def flops(self):
         _, out_h, out_w, filters = self.output_shape

@@ -37,15 +37,15 @@ class Dense(ActivatedLayer):
 
     def forward(self, x, ctx):
         # z = x @ kernel; y = activation(z + bias)
-        z, dense_cache = ops.dense_forward(x, self.params["kernel"])
-        y, act_cache = ops.bias_activation_forward(z, self.params.get("bias"), self.activation,
-                                                   ws=ctx.workspace("bias_activation"))
+        z, dense_cache = ops.active.dense_forward(x, self.params["kernel"])
+        y, act_cache = ops.active.bias_activation_forward(
+            z, self.params.get("bias"), self.activation, ws=ctx.workspace("bias_activation"))
         ctx.save(dense_cache, act_cache)
         return y
 
     def _affine_backward(self, dz, ctx):
         dense_cache, _ = ctx.saved
-        return ops.dense_backward(dz, dense_cache, need_dx=ctx.need_input_grad)
+        return ops.active.dense_backward(dz, dense_cache, need_dx=ctx.need_input_grad)
 
     def flops(self):
         positions = math.prod(self.input_shape[1:-1])
@@ -88,16 +88,16 @@ class Activation(Layer):
         return input_shape
 
     def forward(self, x, ctx):
-        y, cache = ops.activation_forward(x, self.activation, ws=ctx.workspace("activation"))
+        y, cache = ops.active.activation_forward(x, self.activation, ws=ctx.workspace("activation"))
         ctx.save(cache)
         return y
 
     def backward(self, dy, ctx):
         (cache,) = ctx.saved
-        return ops.activation_backward(dy, cache)
+        return ops.active.activation_backward(dy, cache)
 
     def output_logits(self, ctx):
-        return ops.activation_input(ctx.saved[0])
+        return ops.active.activation_input(ctx.saved[0])
 
     def backward_from_logits(self, dz, ctx):
         return dz  # nothing before the activation in this layer
@@ -126,14 +126,14 @@ class ReLU(Layer):
         return input_shape
 
     def forward(self, x, ctx):
-        y, cache = ops.relu_general_forward(x, self.negative_slope, self.max_value,
-                                            self.threshold, ws=ctx.workspace("relu"))
+        y, cache = ops.active.relu_general_forward(x, self.negative_slope, self.max_value,
+                                                   self.threshold, ws=ctx.workspace("relu"))
         ctx.save(cache)
         return y
 
     def backward(self, dy, ctx):
         (cache,) = ctx.saved
-        return ops.relu_general_backward(dy, cache)
+        return ops.active.relu_general_backward(dy, cache)
 
     def get_config(self):
         return {"max_value": self.max_value, "negative_slope": self.negative_slope,
@@ -191,7 +191,7 @@ class Softmax(Activation):
         if self._last():
             return super().forward(x, ctx)
         moved = np.ascontiguousarray(np.moveaxis(x, self.axis, -1))
-        y, cache = ops.activation_forward(moved, "softmax")
+        y, cache = ops.active.activation_forward(moved, "softmax")
         ctx.save(cache)
         return np.ascontiguousarray(np.moveaxis(y, -1, self.axis))
 
@@ -199,8 +199,8 @@ class Softmax(Activation):
         if self._last():
             return super().backward(dy, ctx)
         (cache,) = ctx.saved
-        dx = ops.activation_backward(np.ascontiguousarray(np.moveaxis(dy, self.axis, -1)),
-                                     cache)
+        dx = ops.active.activation_backward(np.ascontiguousarray(np.moveaxis(dy, self.axis, -1)),
+                                            cache)
         return np.ascontiguousarray(np.moveaxis(dx, -1, self.axis))
 
     def get_config(self):

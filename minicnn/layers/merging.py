@@ -53,13 +53,13 @@ class _Merge(Layer):
         return (None, *out)
 
     def forward(self, xs, ctx):
-        y, cache = ops.merge_forward(xs, self.mode)
+        y, cache = ops.active.merge_forward(xs, self.mode)
         ctx.save(cache)
         return y
 
     def backward(self, dy, ctx):
         (cache,) = ctx.saved
-        return ops.merge_backward(dy, cache)
+        return ops.active.merge_backward(dy, cache)
 
 
 class Add(_Merge):
@@ -126,13 +126,13 @@ class Concatenate(Layer):
                         for i in range(1, rank)))
 
     def forward(self, xs, ctx):
-        y, cache = ops.concatenate_forward(xs, self.axis)
+        y, cache = ops.active.concatenate_forward(xs, self.axis)
         ctx.save(cache)
         return y
 
     def backward(self, dy, ctx):
         (cache,) = ctx.saved
-        return ops.concatenate_backward(dy, cache)
+        return ops.active.concatenate_backward(dy, cache)
 
     def get_config(self):
         return {"axis": self.axis, **super().get_config()}

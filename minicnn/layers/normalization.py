@@ -91,16 +91,16 @@ class BatchNormalization(Layer):
         x = self._to_last(x)
         params = self.params
         if training:
-            mean, variance = ops.batchnorm_moments(x, ctx.allreduce)
+            mean, variance = ops.active.batchnorm_moments(x, ctx.allreduce)
             if ctx.shard_index == 0:  # once per step, by one shard: all have the same values
                 self._update_moving_averages(mean, variance)
         else:
             # Copies: the cache must not change if the layer trains meanwhile elsewhere.
             mean = params["moving_mean"].copy()
             variance = params["moving_variance"].copy()
-        y, cache = ops.batchnorm_forward(x, mean, variance, params.get("gamma"),
-                                         params.get("beta"), self.epsilon,
-                                         ws=ctx.workspace("batchnorm"))
+        y, cache = ops.active.batchnorm_forward(x, mean, variance, params.get("gamma"),
+                                                params.get("beta"), self.epsilon,
+                                                ws=ctx.workspace("batchnorm"))
         ctx.save(cache, training)
         return self._from_last(y)
 
@@ -113,9 +113,9 @@ class BatchNormalization(Layer):
 
     def backward(self, dy, ctx):
         cache, training = ctx.saved
-        dx, dgamma, dbeta = ops.batchnorm_backward(self._to_last(dy), cache, training,
-                                                   ctx.allreduce,
-                                                   need_dx=ctx.need_input_grad)
+        dx, dgamma, dbeta = ops.active.batchnorm_backward(self._to_last(dy), cache, training,
+                                                          ctx.allreduce,
+                                                          need_dx=ctx.need_input_grad)
         if ctx.need_param_grads:
             if self.scale:
                 ctx.grads["gamma"] = dgamma

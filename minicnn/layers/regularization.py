@@ -73,14 +73,14 @@ class Dropout(Layer):
         rng = ctx.rng()
         if self.seed is not None:
             rng = np.random.default_rng((self.seed, int(rng.integers(2**63))))
-        y, cache = ops.dropout_forward(x, self.rate, self._mask_shape(x.shape), rng,
-                                       ws=ctx.workspace("dropout"))
+        y, cache = ops.active.dropout_forward(x, self.rate, self._mask_shape(x.shape), rng,
+                                              ws=ctx.workspace("dropout"))
         ctx.save(cache)
         return y
 
     def backward(self, dy, ctx):
         (cache,) = ctx.saved
-        return dy if cache is None else ops.dropout_backward(dy, cache)
+        return dy if cache is None else ops.active.dropout_backward(dy, cache)
 
     def get_config(self):
         return {

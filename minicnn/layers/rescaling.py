@@ -20,13 +20,13 @@ class Rescaling(Layer):
         return input_shape
 
     def forward(self, x, ctx):
-        y, cache = ops.rescale_forward(x, self.scale, self.offset)
+        y, cache = ops.active.rescale_forward(x, self.scale, self.offset)
         ctx.save(cache)
         return y
 
     def backward(self, dy, ctx):
         (cache,) = ctx.saved
-        return ops.rescale_backward(dy, cache)
+        return ops.active.rescale_backward(dy, cache)
 
     def flops(self):
         return 2 * math.prod(self.input_shape[1:])

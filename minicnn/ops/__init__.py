@@ -4,13 +4,18 @@
     z, cache = ops.conv2d_forward(x, kernel, strides, pads)
     dx, dkernel = ops.conv2d_backward(dz, cache)
 
-Every name below calls the active backend:
+Every op name below calls the active backend (looked up at each call, so a function patched
+into a backend module takes effect at once). ``ops.active`` is the active backend's module
+itself: the layers, losses and optimizers call ``ops.active.conv2d_forward(...)``, the same
+function without the dispatching call (dozens per training step).
+
+The backends:
 
 - ``"fast"`` (the default): :mod:`minicnn.ops.fast`, Numba kernels + BLAS + reused buffers;
 - ``"reference"``: :mod:`minicnn.ops.reference`, readable NumPy, the math to read and edit.
 
 ``ops.set_backend("reference")``, the ``ops.backend("reference")`` context manager, or
-``MINICNN_BACKEND=reference`` in the environment choose; the layers call only these names, so
+``MINICNN_BACKEND=reference`` in the environment choose; the layers call only the ops, so
 fit, evaluate and predict of any model run on the chosen backend. The switch is process-wide;
 change it between calls, not while another thread trains (a backward pass checks that it runs
 on the backend of its forward pass).
@@ -31,12 +36,13 @@ BACKENDS = {"fast": fast, "reference": reference}
 # The op names are the reference module's: one list, so a new op is added in one place.
 OPS = [name for name in reference.__all__ if name != "ACTIVATIONS"]
 
-__all__ = ["BACKENDS", "OPS", "set_backend", "get_backend", "backend", "backend_module",
+__all__ = ["BACKENDS", "OPS", "active", "set_backend", "get_backend", "backend", "backend_module",
            "conv_geometry", "conv_output_length", "output_hw", "padding_amounts",
            "reference", "fast", *OPS]
 
 _lock = threading.Lock()
 _active = {"name": "fast", "module": fast, "generation": 0}
+active = fast  # the active backend's module (set_backend rebinds it)
 
 
 def _resolve(name, where):
@@ -48,10 +54,12 @@ def _resolve(name, where):
 
 def set_backend(name):
     """Make `name` ('fast' or 'reference') the backend every op call runs on."""
+    global active
     name = _resolve(name, "set_backend")
     with _lock:
         if name != _active["name"]:
             _active.update(name=name, module=BACKENDS[name], generation=_active["generation"] + 1)
+            active = BACKENDS[name]
 
 
 def get_backend():

@@ -18,6 +18,8 @@ into the fast backend's ops. Here:
 - ``gelu_into`` / ``gelu_backward_into``: GELU with math.erf (NumPy has no erf).
 - ``bias_act_into`` / ``act_backward_bias_into``: bias + ReLU (or linear) in one pass over the
   output, and its backward with the bias gradient, in one pass.
+- ``softmax_crossentropy_labels_into`` / ``softmax_crossentropy_labels_backward_into``: the
+  loss of integer labels from logits and its gradient, one pass over the rows each.
 - ``adam_update`` (Adam and AdamW), ``rmsprop_update``: Keras's optimizer steps on one
   parameter array, each in one pass.
 
@@ -845,6 +847,83 @@ def act_backward_bias_into(dy, y, act, dz, partial):
     return dz
 
 
+# --------------------------------------------------------------- softmax + cross-entropy
+
+
+@_jit(nogil=True)
+def _softmax_crossentropy_labels(logits, labels, loss, probs):
+    rows, k = logits.shape
+    for n in range(rows):
+        label = labels[n]
+        if label < 0 or label >= k:
+            return n  # before any read at that label: the wrapper raises
+        top = logits[n, 0]
+        for j in range(1, k):
+            top = max(top, logits[n, j])
+        total = logits[n, 0] - logits[n, 0]  # zero of the dtype
+        for j in range(k):
+            total += np.exp(logits[n, j] - top)
+        log_total = np.log(total)
+        for j in range(k):
+            probs[n, j] = np.exp(logits[n, j] - top - log_total)
+        loss[n] = -(logits[n, label] - top - log_total)
+    return -1
+
+
+def softmax_crossentropy_labels_into(logits, labels, loss, probs):
+    """Per row n of logits (N, K): ``loss[n] = -log softmax(z_n)[labels[n]]`` and ``probs[n] =
+    softmax(z_n)``, from the log-softmax ``z - max z - log sum exp(z - max z)`` (see
+    reference.softmax_crossentropy_forward). labels (N,) integers in [0, K) (ValueError
+    otherwise), loss (N,) and probs (N, K) of logits' dtype, all C-contiguous. Returns loss."""
+    where = "kernels.softmax_crossentropy_labels_into"
+    dtype = _float_dtype(where, logits)
+    if logits.ndim != 2 or not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iu":
+        raise ValueError(f"{where}: expected logits (N, K) and integer labels (N,), got "
+                         f"{logits.shape} and {getattr(labels, 'dtype', type(labels))}.")
+    rows, k = logits.shape
+    _check(where, "logits", logits, logits.shape, dtype)
+    _check(where, "labels", labels, (rows,), labels.dtype)
+    _check(where, "loss", loss, (rows,), dtype)
+    _check(where, "probs", probs, logits.shape, dtype)
+    bad = _softmax_crossentropy_labels(logits, labels, loss, probs)
+    if bad >= 0:
+        raise ValueError(f"{where}: label {int(labels[bad])} (row {bad}) is not a class of "
+                         f"{k} logits; labels must lie in [0, {k}).")
+    return loss
+
+
+@_jit(nogil=True)
+def _softmax_crossentropy_labels_backward(dloss, probs, labels, dlogits):
+    rows, k = probs.shape
+    for n in range(rows):
+        label = labels[n]
+        if label < 0 or label >= k:
+            return n
+        for j in range(k):
+            dlogits[n, j] = dloss[n] * probs[n, j]
+        dlogits[n, label] -= dloss[n]
+    return -1
+
+
+def softmax_crossentropy_labels_backward_into(dloss, probs, labels, dlogits):
+    """``dlogits[n] = dloss[n] * (probs[n] - onehot(labels[n]))`` into dlogits (N, K): the
+    backward of softmax_crossentropy_labels_into (labels as it checked them). Returns dlogits."""
+    where = "kernels.softmax_crossentropy_labels_backward_into"
+    dtype = _float_dtype(where, probs)
+    if probs.ndim != 2 or not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iu":
+        raise ValueError(f"{where}: expected probs (N, K) and integer labels (N,).")
+    rows, k = probs.shape
+    _check(where, "dloss", dloss, (rows,), dtype)
+    _check(where, "probs", probs, probs.shape, dtype)
+    _check(where, "labels", labels, (rows,), labels.dtype)
+    _check(where, "dlogits", dlogits, probs.shape, dtype)
+    bad = _softmax_crossentropy_labels_backward(dloss, probs, labels, dlogits)
+    if bad >= 0:
+        raise ValueError(f"{where}: label {int(labels[bad])} (row {bad}) is not a class of "
+                         f"{k} probabilities; labels must lie in [0, {k}).")
+    return dlogits
+
+
 # --------------------------------------------------------------------------- optimizers
 # Flush subnormal slots to zero (TensorFlow's and XLA's CPU kernels run with flush-to-zero): a
 # weight whose gradient stays 0 (a dead ReLU unit) sees its moments shrink geometrically into
@@ -884,11 +963,30 @@ def _tiny(dtype):
 def _check_update(where, param, **arrays):
     """The dtype of `param` after checking that every array has its shape and dtype and is
     C-contiguous (the kernels walk them flat and would run past a shorter one)."""
+    if _fits(param, *arrays.values()):  # the common case in one call (10 weights a step)
+        return param.dtype
     dtype = _float_dtype(where, param)
     _check(where, "param", param, param.shape, dtype)
     for name, array in arrays.items():
         _check(where, name, array, param.shape, dtype)
     return dtype
+
+
+def _fits(param, *arrays):
+    """True when param is a C-contiguous float32/float64 ndarray and every array is an ndarray
+    of its shape and dtype, C-contiguous (False: _check_update says which is not)."""
+    if type(param) is not np.ndarray or not param.flags.c_contiguous or \
+            param.dtype not in _FLOAT_DTYPES:
+        return False
+    shape, dtype = param.shape, param.dtype
+    for array in arrays:
+        if (type(array) is not np.ndarray or array.shape != shape or array.dtype != dtype
+                or not array.flags.c_contiguous):
+            return False
+    return True
+
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def adam_update(grad, param, m, v, beta_1, beta_2, alpha, epsilon, decay=0.0):
@@ -904,7 +1002,8 @@ def adam_update(grad, param, m, v, beta_1, beta_2, alpha, epsilon, decay=0.0):
     dtype = _check_update("kernels.adam_update", param, grad=grad, m=m, v=v)
     t = dtype.type
     _adam(grad.reshape(-1), param.reshape(-1), m.reshape(-1), v.reshape(-1),
-          t(1 - beta_1), t(1 - beta_2), t(alpha), t(epsilon), t(decay), _tiny(dtype))
+          t(1 - beta_1), t(1 - beta_2), t(alpha), t(epsilon), t(decay),
+          _TINY.get(dtype) or _tiny(dtype))
 
 
 @_jit(nogil=True, error_model="numpy")
