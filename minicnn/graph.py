@@ -85,6 +85,11 @@ class WorkspaceStore:
 
     def get(self, node_index, tag, input_key):
         """The buffer dict for this call site and input shape."""
+        slot = self._entries.get((node_index, tag))
+        if slot is not None and len(slot) == 1:  # the common case: one input shape, no reorder
+            ws = slot.get(input_key)
+            if ws is not None:
+                return ws
         slot = self._entries.setdefault((node_index, tag), {})
         ws = slot.pop(input_key, None)
         if ws is None:
@@ -111,7 +116,7 @@ class Context:
     """
 
     __slots__ = ("training", "saved", "grads", "need_input_grad", "need_param_grads",
-                 "shard_index", "shard_count", "_tape", "_node", "_input_key")
+                 "_tape", "_node", "_input_key")
 
     def __init__(self, training=False, tape=None, node=None, input_key=None,
                  need_input_grad=True, need_param_grads=True):
@@ -121,8 +126,18 @@ class Context:
         self.need_input_grad = need_input_grad
         self.need_param_grads = need_param_grads
         self._tape, self._node, self._input_key = tape, node, input_key
-        self.shard_index = tape.shard_index if tape is not None else 0
-        self.shard_count = tape.shard_count if tape is not None else 1
+
+    @property
+    def shard_index(self):
+        """This call's batch shard: 0 .. shard_count - 1 (0 when the batch is not split)."""
+        tape = self._tape
+        return tape.shard_index if tape is not None else 0
+
+    @property
+    def shard_count(self):
+        """The number of shards the batch of this call is split into (1: not split)."""
+        tape = self._tape
+        return tape.shard_count if tape is not None else 1
 
     def save(self, *values):
         """Keep values for backward (read back as ctx.saved, a tuple)."""

@@ -98,6 +98,14 @@ class _Pool:
         self.pid = os.getpid()
         self.workers = []
         self.busy = threading.Lock()
+        self._groups = {}  # k -> ShardGroup, reused by the passes (one at a time: busy)
+
+    def group(self, k):
+        """A ShardGroup of k shards for the pass holding `busy` (a new one after an abort)."""
+        group = self._groups.get(k)
+        if group is None or group.broken:
+            group = self._groups[k] = ShardGroup(k)
+        return group
 
     def ensure(self, n):
         while len(self.workers) < n:
@@ -150,6 +158,11 @@ class ShardGroup:
     def abort(self):
         """Release shards waiting at the barrier (one shard failed: they get an error too)."""
         self._barrier.abort()
+
+    @property
+    def broken(self):
+        """True after abort: the group cannot be used again."""
+        return self._barrier.broken
 
 
 class _SplitTape:
@@ -217,7 +230,7 @@ class BatchSplit:
                                profiler=self.profiler)
         try:
             bounds = shard_bounds(n, k)
-            group = ShardGroup(k)
+            group = pool.group(k)
             jobs = [(graph, [x[a:b] for x in inputs], training, seed, input_grads, i, k, group)
                     for i, (a, b) in enumerate(bounds)]
             results = self._run(pool.ensure(k - 1), self._forward_shard, jobs, group)

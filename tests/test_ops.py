@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from minicnn import ops
-from minicnn.ops import fast, reference
+from minicnn.ops import fast, kernels, reference
 from minicnn.ops.padding import conv_geometry, output_hw
 
 DTYPES = [np.float32, np.float64]
@@ -595,3 +595,36 @@ def test_fast_adam_on_a_non_contiguous_parameter_takes_the_reference_path():
     fast.adam_update(grad, contiguous, slots[2], slots[3], 0.9, 0.999, 1e-3, 1e-7)
     np.testing.assert_allclose(strided, contiguous, rtol=1e-6)
     assert np.shares_memory(strided, base)  # updated in place, through the view
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("label_dtype", [np.int32, np.int64, np.uint8])
+def test_fast_softmax_crossentropy_of_labels_matches_reference(dtype, label_dtype):
+    """The compiled pass for integer labels (no one-hot matrix) against the reference."""
+    rng = np.random.default_rng(21)
+    logits = (rng.standard_normal((9, 5)) * 4).astype(dtype)
+    labels = rng.integers(0, 5, 9).astype(label_dtype)
+    loss, cache = fast.softmax_crossentropy_forward(logits, labels)
+    loss_ref, cache_ref = reference.softmax_crossentropy_forward(logits, labels)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    assert loss.dtype == dtype
+    np.testing.assert_allclose(loss, loss_ref, rtol=rtol)
+    weights = rng.random(9).astype(dtype)
+    dlogits = fast.softmax_crossentropy_backward(weights, cache)
+    assert dlogits.dtype == dtype
+    np.testing.assert_allclose(dlogits, reference.softmax_crossentropy_backward(weights, cache_ref),
+                               rtol=rtol, atol=rtol * 1e-3)
+
+
+def test_fast_softmax_crossentropy_refuses_labels_outside_the_classes():
+    logits = np.zeros((3, 4), np.float32)
+    for bad in (4, -1):
+        with pytest.raises(ValueError, match=rf"label {bad} \(row 1\) is not a class of 4"):
+            fast.softmax_crossentropy_forward(logits, np.array([0, bad, 1]))
+    _, (probs, labels, _) = fast.softmax_crossentropy_forward(logits, np.array([0, 3, 1]))
+    with pytest.raises(ValueError, match=r"label 7 \(row 2\)"):
+        kernels.softmax_crossentropy_labels_backward_into(
+            np.ones(3, np.float32), probs, np.array([0, 3, 7]), np.empty_like(probs))
+    with pytest.raises(ValueError, match=r"dlogits has shape \(2, 4\), expected \(3, 4\)"):
+        kernels.softmax_crossentropy_labels_backward_into(
+            np.ones(3, np.float32), probs, labels, np.empty((2, 4), np.float32))

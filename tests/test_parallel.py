@@ -270,6 +270,13 @@ def test_a_shard_failing_before_an_allreduce_does_not_deadlock(rng):
     with pytest.raises(ValueError, match="shard 1 fails"):
         model.train_step((x, y))
     assert not parallel._get_pool().busy.locked()
+    # The aborted barrier is not reused: the next split pass with an allreduce works.
+    healthy = models.Sequential([layers.Flatten(input_shape=(4, 4, 1)), Center(),
+                                 layers.Dense(2, activation="softmax")], dtype="float64")
+    healthy.compile(loss="sparse_categorical_crossentropy")
+    with_threads(healthy, 2)
+    assert shards(healthy, 32) == 2
+    assert np.isfinite(healthy.train_step((x, y))["loss"])
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])

@@ -38,7 +38,7 @@ class _Pooling2D(SlidingWindow, Layer):
         return (input_shape[0], out_h, out_w, input_shape[-1])
 
     def forward(self, x, ctx):
-        forward = getattr(ops, f"{self._op}_forward")
+        forward = getattr(ops.active, self._op + "_forward")
         y, cache = forward(x, self.pool_size, self.strides, self._pads,
                            ws=ctx.workspace(self._op))
         ctx.save(cache)
@@ -46,7 +46,7 @@ class _Pooling2D(SlidingWindow, Layer):
 
     def backward(self, dy, ctx):
         (cache,) = ctx.saved
-        return getattr(ops, f"{self._op}_backward")(dy, cache)
+        return getattr(ops.active, self._op + "_backward")(dy, cache)
 
     def get_config(self):
         return {

@@ -121,6 +121,20 @@ def _check(where, name, array, shape, dtype, layout="C"):
                          f"np.ascontiguousarray({name}).")
 
 
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check_all(where, dtype, *checks):
+    """_check for several arrays at once, each ``(name, array, shape)`` or ``(name, array,
+    shape, layout)``: one call on the hot path (a wrapper checks two to four arrays)."""
+    for check in checks:
+        array = check[1]
+        if not (type(array) is np.ndarray and array.shape == check[2] and array.dtype == dtype
+                and (array.flags.c_contiguous
+                     or (len(check) == 4 and check[3] == "CF" and array.flags.f_contiguous))):
+            _check(where, check[0], array, check[2], dtype, *check[3:])
+
+
 def _float_dtype(where, array):
     if not isinstance(array, np.ndarray) or array.dtype not in (np.float32, np.float64):
         got = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
@@ -223,8 +237,7 @@ def im2col_into(x, kh, kw, strides, pads, cols):
     if x.ndim != 4:
         raise ValueError(f"{where}: x must be (N, H, W, C), got shape {x.shape}.")
     geometry, cols_shape = _unfold_geometry(where, x.shape, kh, kw, strides, pads)
-    _check(where, "x", x, x.shape, dtype)
-    _check(where, "cols", cols, cols_shape, dtype, "CF")
+    _check_all(where, dtype, ("x", x, x.shape), ("cols", cols, cols_shape, "CF"))
     _im2col(x, *geometry, cols)
     return cols
 
@@ -259,8 +272,7 @@ def col2im_into(dcols, kh, kw, strides, pads, dx):
     if not isinstance(dx, np.ndarray) or dx.ndim != 4:
         raise ValueError(f"{where}: dx must be a (N, H, W, C) array.")
     geometry, cols_shape = _unfold_geometry(where, dx.shape, kh, kw, strides, pads)
-    _check(where, "dcols", dcols, cols_shape, dtype)
-    _check(where, "dx", dx, dx.shape, dtype)
+    _check_all(where, dtype, ("dcols", dcols, cols_shape), ("dx", dx, dx.shape))
     _col2im(dcols, *geometry, dx)
     return dx
 
@@ -433,8 +445,7 @@ def maxpool2d_tiled_into(x, pool_size, y, argmax):
     if x.ndim != 4:
         raise ValueError(f"{where}: x must be (N, H, W, C), got shape {x.shape}.")
     ph, pw, out_shape = _tiled_shapes(where, x.shape, pool_size)
-    _check(where, "x", x, x.shape, dtype)
-    _check(where, "y", y, out_shape, dtype)
+    _check_all(where, dtype, ("x", x, x.shape), ("y", y, out_shape))
     _check(where, "argmax", argmax, out_shape, _index_dtype(argmax))
     _maxpool2d_tiled(x, ph, pw, y, argmax)
     return y, argmax
@@ -447,9 +458,8 @@ def maxpool2d_tiled_backward_into(dy, argmax, pool_size, dx):
     if not isinstance(dx, np.ndarray) or dx.ndim != 4:
         raise ValueError(f"{where}: dx must be a (N, H, W, C) array.")
     ph, pw, out_shape = _tiled_shapes(where, dx.shape, pool_size)
-    _check(where, "dy", dy, out_shape, dtype)
+    _check_all(where, dtype, ("dy", dy, out_shape), ("dx", dx, dx.shape))
     _check(where, "argmax", argmax, out_shape, _index_dtype(argmax))
-    _check(where, "dx", dx, dx.shape, dtype)
     _maxpool2d_tiled_backward(dy, argmax, ph, pw, dx)
     return dx
 
@@ -838,9 +848,8 @@ def act_backward_bias_into(dy, y, act, dz, partial):
     if dy.ndim != 2:
         raise ValueError(f"{where}: dy must be 2-D (M, F), got shape {dy.shape}.")
     rows, f = dy.shape
-    for name, array in (("dy", dy), ("y", y), ("dz", dz)):
-        _check(where, name, array, (rows, f), dtype)
-    _check(where, "partial", partial, (max(1, -(-rows // SUM_BLOCK)), f), dtype)
+    _check_all(where, dtype, ("dy", dy, (rows, f)), ("y", y, (rows, f)), ("dz", dz, (rows, f)),
+               ("partial", partial, (max(1, -(-rows // SUM_BLOCK)), f)))
     if act not in (ACT_LINEAR, ACT_RELU):
         raise ValueError(f"{where}: act must be ACT_LINEAR or ACT_RELU, got {act!r}.")
     _act_backward_bias(dy, y, act, dz, partial)
@@ -881,10 +890,9 @@ def softmax_crossentropy_labels_into(logits, labels, loss, probs):
         raise ValueError(f"{where}: expected logits (N, K) and integer labels (N,), got "
                          f"{logits.shape} and {getattr(labels, 'dtype', type(labels))}.")
     rows, k = logits.shape
-    _check(where, "logits", logits, logits.shape, dtype)
+    _check_all(where, dtype, ("logits", logits, logits.shape), ("loss", loss, (rows,)),
+               ("probs", probs, logits.shape))
     _check(where, "labels", labels, (rows,), labels.dtype)
-    _check(where, "loss", loss, (rows,), dtype)
-    _check(where, "probs", probs, logits.shape, dtype)
     bad = _softmax_crossentropy_labels(logits, labels, loss, probs)
     if bad >= 0:
         raise ValueError(f"{where}: label {int(labels[bad])} (row {bad}) is not a class of "
@@ -913,10 +921,9 @@ def softmax_crossentropy_labels_backward_into(dloss, probs, labels, dlogits):
     if probs.ndim != 2 or not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iu":
         raise ValueError(f"{where}: expected probs (N, K) and integer labels (N,).")
     rows, k = probs.shape
-    _check(where, "dloss", dloss, (rows,), dtype)
-    _check(where, "probs", probs, probs.shape, dtype)
+    _check_all(where, dtype, ("dloss", dloss, (rows,)), ("probs", probs, probs.shape),
+               ("dlogits", dlogits, probs.shape))
     _check(where, "labels", labels, (rows,), labels.dtype)
-    _check(where, "dlogits", dlogits, probs.shape, dtype)
     bad = _softmax_crossentropy_labels_backward(dloss, probs, labels, dlogits)
     if bad >= 0:
         raise ValueError(f"{where}: label {int(labels[bad])} (row {bad}) is not a class of "
@@ -963,8 +970,6 @@ def _tiny(dtype):
 def _check_update(where, param, **arrays):
     """The dtype of `param` after checking that every array has its shape and dtype and is
     C-contiguous (the kernels walk them flat and would run past a shorter one)."""
-    if _fits(param, *arrays.values()):  # the common case in one call (10 weights a step)
-        return param.dtype
     dtype = _float_dtype(where, param)
     _check(where, "param", param, param.shape, dtype)
     for name, array in arrays.items():
@@ -986,8 +991,6 @@ def _fits(param, *arrays):
     return True
 
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
 
 def adam_update(grad, param, m, v, beta_1, beta_2, alpha, epsilon, decay=0.0):
     """In place, elementwise: Keras's Adam step on one parameter array (AdamW with decay > 0).
@@ -999,7 +1002,9 @@ def adam_update(grad, param, m, v, beta_1, beta_2, alpha, epsilon, decay=0.0):
     dtype and be C-contiguous (ValueError otherwise: the kernel would run past the shorter
     one); the scalars are cast to that dtype so a float32 model computes in float32.
     """
-    dtype = _check_update("kernels.adam_update", param, grad=grad, m=m, v=v)
+    # _fits first: the checks in one call (this runs for every weight every step).
+    dtype = (param.dtype if _fits(param, grad, m, v)
+             else _check_update("kernels.adam_update", param, grad=grad, m=m, v=v))
     t = dtype.type
     _adam(grad.reshape(-1), param.reshape(-1), m.reshape(-1), v.reshape(-1),
           t(1 - beta_1), t(1 - beta_2), t(alpha), t(epsilon), t(decay),
