@@ -64,14 +64,14 @@ class Graph:
 
 
 class WorkspaceStore:
-    """Reusable buffers of one thread's passes through one model: a dict per (node, tag, input
-    shape), at most `per_node` input shapes per (node, tag) (the training batch, the last short
-    batch, the prediction chunk); the least recently used goes."""
+    """Reusable buffers of one thread's passes through one model: per node and input shape a
+    dict {op tag: buffer dict}, at most `per_node` input shapes per node (the training batch,
+    the last short batch, the prediction chunk); the least recently used goes."""
 
     def __init__(self, per_node=3):
         self.per_node = per_node
         self._owner = None  # weak reference to the training tape using these buffers
-        self._entries = {}
+        self._entries = {}  # node index -> {input key: {tag: buffer dict}}, oldest first
 
     @property
     def busy(self):
@@ -83,20 +83,27 @@ class WorkspaceStore:
         """Mark the buffers as in use by `tape` until tape.release()."""
         self._owner = weakref.ref(tape)
 
+    def slot(self, node_index, input_key):
+        """{tag: buffer dict} of this call site and input shape."""
+        shapes = self._entries.get(node_index)
+        if shapes is None:
+            shapes = self._entries[node_index] = {}
+        elif len(shapes) == 1 and input_key in shapes:  # the common case: nothing to reorder
+            return shapes[input_key]
+        slot = shapes.pop(input_key, None)
+        if slot is None:
+            slot = {}
+            while len(shapes) >= self.per_node:
+                shapes.pop(next(iter(shapes)))
+        shapes[input_key] = slot  # most recently used last
+        return slot
+
     def get(self, node_index, tag, input_key):
-        """The buffer dict for this call site and input shape."""
-        slot = self._entries.get((node_index, tag))
-        if slot is not None and len(slot) == 1:  # the common case: one input shape, no reorder
-            ws = slot.get(input_key)
-            if ws is not None:
-                return ws
-        slot = self._entries.setdefault((node_index, tag), {})
-        ws = slot.pop(input_key, None)
+        """The buffer dict for op `tag` of this call site and input shape."""
+        slot = self.slot(node_index, input_key)
+        ws = slot.get(tag)
         if ws is None:
-            ws = {}
-            while len(slot) >= self.per_node:
-                slot.pop(next(iter(slot)))
-        slot[input_key] = ws  # most recently used last
+            ws = slot[tag] = {}
         return ws
 
     def clear(self):
@@ -116,7 +123,7 @@ class Context:
     """
 
     __slots__ = ("training", "saved", "grads", "need_input_grad", "need_param_grads",
-                 "_tape", "_node", "_input_key")
+                 "_tape", "_node", "_input_key", "_slot")
 
     def __init__(self, training=False, tape=None, node=None, input_key=None,
                  need_input_grad=True, need_param_grads=True):
@@ -126,6 +133,7 @@ class Context:
         self.need_input_grad = need_input_grad
         self.need_param_grads = need_param_grads
         self._tape, self._node, self._input_key = tape, node, input_key
+        self._slot = None  # this call's {tag: buffers} in the store, found at first use
 
     @property
     def shard_index(self):
@@ -146,10 +154,16 @@ class Context:
     def workspace(self, tag):
         """Reusable buffers for op `tag` of this call site and input shape (None outside a model
         pass: the ops then allocate)."""
-        tape = self._tape
-        if tape is None or tape.store is None:
-            return None
-        return tape.store.get(self._node, tag, self._input_key)
+        slot = self._slot
+        if slot is None:
+            tape = self._tape
+            if tape is None or tape.store is None:
+                return None
+            slot = self._slot = tape.store.slot(self._node, self._input_key)
+        ws = slot.get(tag)
+        if ws is None:
+            ws = slot[tag] = {}
+        return ws
 
     def rng(self):
         """A NumPy generator for this call: reproducible from the step's seed, different for
@@ -194,7 +208,7 @@ class Tape:
         self.store = None
         for ctx in self.contexts:  # break the tape <-> context cycle
             if ctx is not None:
-                ctx._tape = None
+                ctx._tape = ctx._slot = None
 
     def output_logits(self, position=0):
         """The logits (softmax input) of output `position`, whose layer ends in a softmax."""
