@@ -162,11 +162,11 @@ class _StepPlan:
     """What every step reads of a model's layers, gathered once (Model._step_plan): walking the
     layers for it twice per step cost more Python time than a small model's arithmetic."""
 
-    __slots__ = ("graph", "version", "trainable_weights", "trainable_ids", "regularized",
-                 "flops", "stochastic", "output_layer")
+    __slots__ = ("version", "trainable_weights", "trainable_ids", "regularized", "flops",
+                 "stochastic", "output_layer")
 
     def __init__(self, model, version):
-        self.graph, self.version = model._graph, version
+        self.version = version
         layers = model.layers
         # Keyed by id, once each (a shared layer appears once); a dict keeps the first order.
         trainable = {id(value): value for layer in layers for value in layer.trainable_weights}
@@ -233,13 +233,13 @@ class Model:
 
     def __setattr__(self, name, value):
         object.__setattr__(self, name, value)
-        if name == "_graph":  # a model used as a layer of another: that one's plan is stale
+        if name == "_graph":  # a new graph: this model's plan and any outer model's are stale
             layer_base.structure_changed()
 
     def _step_plan(self):
         """The _StepPlan of the current layers (rebuilt after any change to them)."""
         plan, version = self._plan, layer_base.structure_version
-        if plan is None or plan.version != version or plan.graph is not self._graph:
+        if plan is None or plan.version != version:  # setting _graph changes the version
             plan = self._plan = _StepPlan(self, version)
         return plan
 

@@ -117,13 +117,10 @@ class Optimizer:
         decay = None
         if self.weight_decay and not self.fuses_weight_decay:
             decay = self.weight_decay * learning_rate
-        slots = self._slots
         for grad, param in zip(grads, params, strict=True):
             if decay:
                 param -= param * param.dtype.type(decay)
-            entry = slots.get(id(param))  # slots_for(param), inline: once per weight per step
-            self._update_one(grad, param, entry[1] if entry is not None and entry[0] is param
-                             else self.slots_for(param), learning_rate)
+            self._update_one(grad, param, self.slots_for(param), learning_rate)
 
     def _update_one(self, grad, param, slots, learning_rate):
         raise NotImplementedError

@@ -51,16 +51,23 @@ def test_a_training_step_changes_no_layer_attribute(rng):
     assert model._step_plan() is plan
 
 
-def test_freezing_after_fit_is_seen_by_the_next_step(rng):
-    model = small_model()
+def freeze_after_fit(model, layer, rng):
+    """fit, freeze `layer`, fit again -> (trainable weight counts before and after freezing);
+    asserts the frozen layer's kernel did not change in the second fit."""
     x, y = data(rng)
     model.fit(x, y, epochs=1, verbose=0)
-    assert len(model.trainable_weights) == 6
-    model.layers[0].trainable = False
-    assert len(model.trainable_weights) == 4
-    kernel = model.layers[0].params["kernel"].copy()
+    before = len(model.trainable_weights)
+    layer.trainable = False
+    after = len(model.trainable_weights)
+    kernel = layer.params["kernel"].copy()
     model.fit(x, y, epochs=1, verbose=0)
-    np.testing.assert_array_equal(model.layers[0].params["kernel"], kernel)
+    np.testing.assert_array_equal(layer.params["kernel"], kernel)
+    return before, after
+
+
+def test_freezing_after_fit_is_seen_by_the_next_step(rng):
+    model = small_model()
+    assert freeze_after_fit(model, model.layers[0], rng) == (6, 4)
 
 
 def test_replacing_a_parameter_array_is_seen_by_the_next_step(rng):
@@ -101,14 +108,7 @@ def test_changes_inside_a_nested_model_reach_the_outer_model(rng):
                                layers.Flatten()])
     outer = models.Sequential([inner, layers.Dense(3, activation="softmax")])
     outer.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    x, y = data(rng)
-    outer.fit(x, y, epochs=1, verbose=0)
-    assert len(outer.trainable_weights) == 4
-    inner.layers[0].trainable = False
-    assert len(outer.trainable_weights) == 2
-    kernel = inner.layers[0].params["kernel"].copy()
-    outer.fit(x, y, epochs=1, verbose=0)
-    np.testing.assert_array_equal(inner.layers[0].params["kernel"], kernel)
+    assert freeze_after_fit(outer, inner.layers[0], rng) == (4, 2)
 
 
 def test_adding_a_layer_gives_a_new_plan(rng):

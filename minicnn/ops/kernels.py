@@ -885,19 +885,29 @@ def softmax_crossentropy_labels_into(logits, labels, loss, probs):
     reference.softmax_crossentropy_forward). labels (N,) integers in [0, K) (ValueError
     otherwise), loss (N,) and probs (N, K) of logits' dtype, all C-contiguous. Returns loss."""
     where = "kernels.softmax_crossentropy_labels_into"
-    dtype = _float_dtype(where, logits)
-    if logits.ndim != 2 or not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iu":
-        raise ValueError(f"{where}: expected logits (N, K) and integer labels (N,), got "
-                         f"{logits.shape} and {getattr(labels, 'dtype', type(labels))}.")
-    rows, k = logits.shape
+    dtype, rows = _check_rows_and_labels(where, "logits", logits, labels)
     _check_all(where, dtype, ("logits", logits, logits.shape), ("loss", loss, (rows,)),
                ("probs", probs, logits.shape))
-    _check(where, "labels", labels, (rows,), labels.dtype)
-    bad = _softmax_crossentropy_labels(logits, labels, loss, probs)
+    _refuse_bad_label(where, "logits", labels, logits.shape[1],
+                      _softmax_crossentropy_labels(logits, labels, loss, probs))
+    return loss
+
+
+def _check_rows_and_labels(where, name, matrix, labels):
+    """-> (dtype, N) of a float (N, K) `matrix` and C-contiguous integer labels (N,)."""
+    dtype = _float_dtype(where, matrix)
+    if matrix.ndim != 2 or not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iu":
+        raise ValueError(f"{where}: expected {name} (N, K) and integer labels (N,), got "
+                         f"{matrix.shape} and {getattr(labels, 'dtype', type(labels))}.")
+    _check(where, "labels", labels, matrix.shape[:1], labels.dtype)
+    return dtype, matrix.shape[0]
+
+
+def _refuse_bad_label(where, name, labels, k, bad):
+    """Raise ValueError for row `bad` (a kernel's answer; -1: every label was in [0, k))."""
     if bad >= 0:
         raise ValueError(f"{where}: label {int(labels[bad])} (row {bad}) is not a class of "
-                         f"{k} logits; labels must lie in [0, {k}).")
-    return loss
+                         f"{k} {name}; labels must lie in [0, {k}).")
 
 
 @_jit(nogil=True)
@@ -917,17 +927,11 @@ def softmax_crossentropy_labels_backward_into(dloss, probs, labels, dlogits):
     """``dlogits[n] = dloss[n] * (probs[n] - onehot(labels[n]))`` into dlogits (N, K): the
     backward of softmax_crossentropy_labels_into (labels as it checked them). Returns dlogits."""
     where = "kernels.softmax_crossentropy_labels_backward_into"
-    dtype = _float_dtype(where, probs)
-    if probs.ndim != 2 or not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iu":
-        raise ValueError(f"{where}: expected probs (N, K) and integer labels (N,).")
-    rows, k = probs.shape
+    dtype, rows = _check_rows_and_labels(where, "probs", probs, labels)
     _check_all(where, dtype, ("dloss", dloss, (rows,)), ("probs", probs, probs.shape),
                ("dlogits", dlogits, probs.shape))
-    _check(where, "labels", labels, (rows,), labels.dtype)
-    bad = _softmax_crossentropy_labels_backward(dloss, probs, labels, dlogits)
-    if bad >= 0:
-        raise ValueError(f"{where}: label {int(labels[bad])} (row {bad}) is not a class of "
-                         f"{k} probabilities; labels must lie in [0, {k}).")
+    _refuse_bad_label(where, "probabilities", labels, probs.shape[1],
+                      _softmax_crossentropy_labels_backward(dloss, probs, labels, dlogits))
     return dlogits
 
 
