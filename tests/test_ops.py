@@ -366,15 +366,59 @@ def test_fast_bias_activation_matches_reference(name, dtype, rows, use_bias, reu
     rng = np.random.default_rng(rows)
     z = rng.standard_normal((rows, 6)).astype(dtype)
     bias = rng.standard_normal(6).astype(dtype) if use_bias else None
-    y_ref, cache_ref = reference.bias_activation_forward(z, bias, name)
-    y, cache = fast.bias_activation_forward(z.copy(), bias, name, ws={} if reuse else None)
-    assert_close(y, y_ref, dtype)
-    dy = rng.standard_normal((rows, 6)).astype(dtype)
-    dz, dbias = fast.bias_activation_backward(dy, cache)
-    dz_ref, dbias_ref = reference.bias_activation_backward(dy, cache_ref)
-    assert_close(dz, dz_ref, dtype)
-    assert_close(dbias, dbias_ref, dtype)
-    assert fast.bias_activation_backward(dy, cache, need_dbias=False)[1] is None
+    ws = {} if reuse else None
+    for _ in range(2 if reuse else 1):  # the second call replays the first one's checks
+        y_ref, cache_ref = reference.bias_activation_forward(z, bias, name)
+        y, cache = fast.bias_activation_forward(z.copy(), bias, name, ws=ws)
+        assert_close(y, y_ref, dtype)
+        dy = rng.standard_normal((rows, 6)).astype(dtype)
+        dz, dbias = fast.bias_activation_backward(dy, cache)
+        dz_ref, dbias_ref = reference.bias_activation_backward(dy, cache_ref)
+        assert_close(dz, dz_ref, dtype)
+        assert_close(dbias, dbias_ref, dtype)
+        assert fast.bias_activation_backward(dy, cache, need_dbias=False)[1] is None
+        z = rng.standard_normal((rows, 6)).astype(dtype)
+
+
+def test_a_call_site_checks_again_when_an_argument_changes():
+    """The fast ops skip the kernel wrappers' checks when a call repeats the shapes of the
+    last checked call into the same buffers (fast._replay); any change must go through the
+    checks again and raise, never reach a kernel that would write past a buffer."""
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+    x = rng.standard_normal((2, 6, 6, 3)).astype(f32)
+    kernel = rng.standard_normal((3, 3, 3, 4)).astype(f32)
+    conv_ws, act_ws, pool_ws = {}, {}, {}
+    for _ in range(2):  # the second round replays
+        z, conv_cache = fast.conv2d_forward(x, kernel, (1, 1), (0, 0, 0, 0), ws=conv_ws)
+        y, act_cache = fast.bias_activation_forward(z, np.zeros(4, f32), "relu", ws=act_ws)
+        p, pool_cache = fast.maxpool2d_forward(y, (2, 2), (2, 2), (0, 0, 0, 0), ws=pool_ws)
+        dy = fast.maxpool2d_backward(np.ones_like(p), pool_cache)
+        dz, _ = fast.bias_activation_backward(dy, act_cache)
+        fast.conv2d_backward(dz, conv_cache)
+    assert {"checked forward", "checked col2im"} <= set(conv_ws)
+    assert {"checked forward", "checked backward"} <= set(act_ws)
+    assert {"checked forward", "checked backward"} <= set(pool_ws)
+    with pytest.raises(ValueError, match="conv2d_forward"):  # 2 channels against 3
+        fast.conv2d_forward(x, kernel[:, :, :2], (1, 1), (0, 0, 0, 0), ws=conv_ws)
+    with pytest.raises(ValueError, match="conv2d_forward"):  # a float64 kernel
+        fast.conv2d_forward(x, kernel.astype(np.float64), (1, 1), (0, 0, 0, 0), ws=conv_ws)
+    with pytest.raises(ValueError, match="bias"):  # 3 biases for 4 filters
+        fast.bias_activation_forward(z, np.zeros(3, f32), "relu", ws=act_ws)
+    with pytest.raises(ValueError, match="bias"):  # a non-contiguous bias
+        fast.bias_activation_forward(z, np.zeros(8, f32)[::2], "relu", ws=act_ws)
+    with pytest.raises(ValueError, match="act_backward_bias"):  # dy with other rows
+        fast.bias_activation_backward(np.ones((2, 3, 4, 4), f32), act_cache)
+    with pytest.raises(ValueError, match="maxpool2d"):  # dy with another pool's shape
+        fast.maxpool2d_backward(np.ones((2, 1, 2, 4), f32), pool_cache)
+    with pytest.raises(ValueError, match="conv2d_backward"):  # dz of another size
+        fast.conv2d_backward(np.ones((2, 3, 4, 4), f32), conv_cache)
+    # after the refusals, the call sites still give the reference's results
+    z, conv_cache = fast.conv2d_forward(x, kernel, (1, 1), (0, 0, 0, 0), ws=conv_ws)
+    assert_close(z, reference.conv2d_forward(x, kernel, (1, 1), (0, 0, 0, 0))[0], f32)
+    dx, _ = fast.conv2d_backward(np.ones_like(z), conv_cache)
+    _, ref_cache = reference.conv2d_forward(x, kernel, (1, 1), (0, 0, 0, 0))
+    assert_close(dx, reference.conv2d_backward(np.ones_like(z), ref_cache)[0], f32)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
