@@ -98,14 +98,6 @@ class WorkspaceStore:
         shapes[input_key] = slot  # most recently used last
         return slot
 
-    def get(self, node_index, tag, input_key):
-        """The buffer dict for op `tag` of this call site and input shape."""
-        slot = self.slot(node_index, input_key)
-        ws = slot.get(tag)
-        if ws is None:
-            ws = slot[tag] = {}
-        return ws
-
     def clear(self):
         """Drop every buffer."""
         self._entries.clear()

@@ -995,7 +995,6 @@ def _fits(param, *arrays):
     return True
 
 
-
 def adam_update(grad, param, m, v, beta_1, beta_2, alpha, epsilon, decay=0.0):
     """In place, elementwise: Keras's Adam step on one parameter array (AdamW with decay > 0).
 
