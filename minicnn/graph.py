@@ -17,9 +17,9 @@ where a layer is called more than once (shared weights), its parameter gradients
 A node's backward is skipped when nothing before it needs a gradient (a frozen first layer).
 
 Buffers: the fast ops reuse arrays between calls (see ops/fast.py). ``WorkspaceStore`` keeps
-them per node and input shape, one store per thread and model; a training pass holds its store
-until its backward has run, and a second training pass started meanwhile in the same thread
-gets fresh buffers, so a pending tape is never overwritten.
+them per model-input shape (one slot per node), one store per thread and model; a training
+pass holds its store until its backward has run, and a second training pass started meanwhile
+in the same thread gets fresh buffers, so a pending tape is never overwritten.
 """
 
 from __future__ import annotations
@@ -64,14 +64,15 @@ class Graph:
 
 
 class WorkspaceStore:
-    """Reusable buffers of one thread's passes through one model: per node and input shape a
-    dict {op tag: buffer dict}, at most `per_node` input shapes per node (the training batch,
-    the last short batch, the prediction chunk); the least recently used goes."""
+    """Reusable buffers of one thread's passes through one model: per model-input shape a list
+    of one {op tag: buffer dict} per node, for at most `per_key` input shapes (the training
+    batch, the last short batch, the prediction chunk); the least recently used goes."""
 
-    def __init__(self, per_node=3):
-        self.per_node = per_node
+    def __init__(self, per_key=3):
+        self.per_key = per_key
         self._owner = None  # weak reference to the training tape using these buffers
-        self._entries = {}  # node index -> {input key: {tag: buffer dict}}, oldest first
+        self._graph = None  # the graph whose nodes the slots belong to
+        self._passes = {}  # input key -> [slot per node], oldest first
 
     @property
     def busy(self):
@@ -83,24 +84,28 @@ class WorkspaceStore:
         """Mark the buffers as in use by `tape` until tape.release()."""
         self._owner = weakref.ref(tape)
 
-    def slot(self, node_index, input_key):
-        """{tag: buffer dict} of this call site and input shape."""
-        shapes = self._entries.get(node_index)
-        if shapes is None:
-            shapes = self._entries[node_index] = {}
-        elif len(shapes) == 1 and input_key in shapes:  # the common case: nothing to reorder
-            return shapes[input_key]
-        slot = shapes.pop(input_key, None)
-        if slot is None:
-            slot = {}
-            while len(shapes) >= self.per_node:
-                shapes.pop(next(iter(shapes)))
-        shapes[input_key] = slot  # most recently used last
-        return slot
+    def slots(self, graph, input_key):
+        """[{tag: buffer dict} per node of graph] for model inputs of this key (shapes, dtypes).
+
+        Looked up once per pass, not per node: the shapes inside a pass follow from the
+        model's input shapes, and every fast op checks its buffers' shapes anyway."""
+        passes = self._passes
+        if graph is not self._graph:  # the model's layers changed: other nodes
+            passes.clear()
+            self._graph = graph
+        slots = passes.get(input_key)
+        if slots is not None:
+            if len(passes) > 1:  # most recently used last
+                passes[input_key] = passes.pop(input_key)
+            return slots
+        while len(passes) >= self.per_key:
+            passes.pop(next(iter(passes)))
+        slots = passes[input_key] = [{} for _ in graph.nodes]
+        return slots
 
     def clear(self):
         """Drop every buffer."""
-        self._entries.clear()
+        self._passes.clear()
 
 
 class Context:
@@ -115,17 +120,17 @@ class Context:
     """
 
     __slots__ = ("training", "saved", "grads", "need_input_grad", "need_param_grads",
-                 "_tape", "_node", "_input_key", "_slot")
+                 "_tape", "_node", "_slot")
 
-    def __init__(self, training=False, tape=None, node=None, input_key=None,
+    def __init__(self, training=False, tape=None, node=None, slot=None,
                  need_input_grad=True, need_param_grads=True):
         self.training = training
         self.saved = None
         self.grads = {}
         self.need_input_grad = need_input_grad
         self.need_param_grads = need_param_grads
-        self._tape, self._node, self._input_key = tape, node, input_key
-        self._slot = None  # this call's {tag: buffers} in the store, found at first use
+        self._tape, self._node = tape, node
+        self._slot = slot  # this call site's {tag: buffers} in the tape's store, or None
 
     @property
     def shard_index(self):
@@ -148,10 +153,7 @@ class Context:
         pass: the ops then allocate)."""
         slot = self._slot
         if slot is None:
-            tape = self._tape
-            if tape is None or tape.store is None:
-                return None
-            slot = self._slot = tape.store.slot(self._node, self._input_key)
+            return None
         ws = slot.get(tag)
         if ws is None:
             ws = slot[tag] = {}
@@ -235,29 +237,33 @@ def run_forward(graph, inputs, training=False, store=None, seed=None, input_grad
     for value, x in zip(graph.inputs, inputs, strict=True):
         values[value] = x
         requires_grad[value] = input_grads
+    slots = None
+    if store is not None:
+        slots = store.slots(graph, tuple((x.shape, x.dtype.char) for x in inputs))
     profiler = tape.profiler
+    contexts = tape.contexts
     for node in graph.nodes:
         layer = node.layer
         if not node.as_list:
             x = values[node.inputs[0]]
-            input_key = (x.shape, x.dtype.char)
             need_input = requires_grad[node.inputs[0]]
         else:
             x = [values[i] for i in node.inputs]
-            input_key = tuple((v.shape, v.dtype.char) for v in x)
             need_input = any(requires_grad[i] for i in node.inputs)
         need_params = training and layer.trainable and bool(layer.params)
-        ctx = Context(training, tape, node.index, input_key, need_input, need_params)
+        index = node.index
+        ctx = contexts[index] = Context(training, tape, index,
+                                        None if slots is None else slots[index],
+                                        need_input, need_params)
         if profiler is None:
-            values[node.output] = layer.forward(x, ctx)
+            y = values[node.output] = layer.forward(x, ctx)
         else:
             start = time.perf_counter()
-            values[node.output] = layer.forward(x, ctx)
+            y = values[node.output] = layer.forward(x, ctx)
             profiler.add(f"{layer.name} forward", time.perf_counter() - start)
         requires_grad[node.output] = need_input or need_params
-        tape.contexts[node.index] = ctx
         if observe is not None:
-            observe(layer, values[node.output])
+            observe(layer, y)
     tape.outputs = [values[v] for v in graph.outputs]
     return tape.outputs, tape
 
@@ -280,8 +286,9 @@ def run_backward(tape, output_grads, logits_outputs=()):
         _accumulate(grads, value, g)
     param_grads = {}
     profiler = tape.profiler
+    contexts = tape.contexts
     for node in reversed(graph.nodes):
-        ctx = tape.contexts[node.index]
+        ctx = contexts[node.index]
         dy = grads.pop(node.output, None)
         if dy is None or not (ctx.need_input_grad or ctx.need_param_grads):
             continue  # nothing after this node reaches the loss, or nothing before needs it
@@ -300,7 +307,9 @@ def run_backward(tape, output_grads, logits_outputs=()):
                 param_grads[key] = g if key not in param_grads else param_grads[key] + g
         if ctx.need_input_grad:
             if not node.as_list:
-                _accumulate(grads, node.inputs[0], dx)
+                if dx is not None:  # _accumulate, inline: this runs for every node
+                    value = node.inputs[0]
+                    grads[value] = dx if value not in grads else grads[value] + dx
             else:
                 for value, g in zip(node.inputs, dx, strict=True):
                     _accumulate(grads, value, g)

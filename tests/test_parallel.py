@@ -324,3 +324,33 @@ def test_profile_with_split_rows_add_up(monkeypatch):
                                        "callbacks", "other"]
     assert sum(prof.seconds.values()) == pytest.approx(prof.wall_seconds, rel=1e-6)
     assert str(prof).startswith("batch split over 2 threads")
+
+
+def test_a_store_reuses_buffers_per_input_shape_and_keeps_at_most_three(rng):
+    from minicnn.graph import Graph, WorkspaceStore, run_forward
+
+    model = small_model()
+    model.build((None, 8, 8, 1))
+    store = WorkspaceStore()
+    batch = {n: rng.random((n, 8, 8, 1), dtype=np.float32) for n in (2, 3, 4, 5)}
+
+    def output(n):
+        (y,), _ = run_forward(model._graph, [batch[n]], store=store)
+        return y
+
+    def conv_buffers(n):  # the first layer's im2col buffer for batches of n
+        return store._passes[((batch[n].shape, "f"),)][0]["conv2d"]["cols"]
+
+    output(2)
+    cols = conv_buffers(2)
+    output(2)
+    assert conv_buffers(2) is cols  # the same shape again: the same buffers
+    for n in (3, 4, 5):
+        output(n)
+    assert len(store._passes) == 3  # memory stays bounded: shape 2 was the least recent
+    output(2)
+    assert conv_buffers(2) is not cols
+    np.testing.assert_allclose(output(3), model.predict(batch[3], verbose=0), rtol=1e-6)
+    other = Graph.chain(model.layers)  # the model's layers changed: slots of other nodes
+    run_forward(other, [batch[3]], store=store)
+    assert list(store._passes) == [((batch[3].shape, "f"),)]
