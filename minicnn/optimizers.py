@@ -35,7 +35,8 @@ __all__ = ["Optimizer", "SGD", "RMSprop", "Adagrad", "Adam", "AdamW", "schedules
 
 class Optimizer:
     """Base class. Subclasses name their slots (``slot_names``) and implement
-    ``_update_one(grad, param, slots, learning_rate)``.
+    ``_update_one(grad, param, slots, learning_rate)`` (or ``_update_all(grads, params,
+    learning_rate)``, for a rule with work to share between its parameters: Adam).
 
     learning_rate: a float or a ``schedules.LearningRateSchedule``. weight_decay: decoupled
     decay ``param -= param * weight_decay * lr`` before each update (None: off). clipnorm
@@ -114,6 +115,11 @@ class Optimizer:
         learning_rate = self.learning_rate  # Keras: the schedule at the steps taken so far
         grads = self._clip_gradients(grads)
         self.iterations += 1
+        self._update_all(grads, params, learning_rate)
+
+    def _update_all(self, grads, params, learning_rate):
+        """Decay (unless the rule fuses it) and update every parameter, its slots created the
+        first time; `iterations` already counts this step."""
         decay = None
         if self.weight_decay and not self.fuses_weight_decay:
             decay = self.weight_decay * learning_rate
@@ -355,18 +361,21 @@ class Adam(Optimizer):
                                      max_open=True)
         self.epsilon = arguments.real(epsilon, "epsilon", where, minimum=0, min_open=True)
 
-    def _update_one(self, grad, param, slots, learning_rate):
+    def _update_all(self, grads, params, learning_rate):
+        # The bias correction and the op are found once per step, not once per weight.
         t = self.iterations
-        b1, b2 = self.beta_1, self.beta_2
+        b1, b2, epsilon = self.beta_1, self.beta_2, self.epsilon
         alpha = learning_rate * math.sqrt(1 - b2**t) / (1 - b1**t)
-        m, v = slots
-        # The fast backend does this in one compiled pass (its wrapper checks that the four
-        # arrays agree: a mismatch would run past a buffer); the reference in NumPy.
+        # The fast backend does each update in one compiled pass (its wrapper checks that the
+        # four arrays agree: a mismatch would run past a buffer); the reference in NumPy.
         if self.weight_decay:
-            ops.active.adamw_update(grad, param, m, v, b1, b2, alpha, self.epsilon,
-                                    self.weight_decay * learning_rate)
+            update = ops.active.adamw_update
+            decay = (self.weight_decay * learning_rate,)
         else:
-            ops.active.adam_update(grad, param, m, v, b1, b2, alpha, self.epsilon)
+            update, decay = ops.active.adam_update, ()
+        for grad, param in zip(grads, params, strict=True):
+            m, v = self.slots_for(param)
+            update(grad, param, m, v, b1, b2, alpha, epsilon, *decay)
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
