@@ -26,7 +26,11 @@ Dropout; a minicnn checkout without ``layers.Dropout`` skips it, with a message)
 
 Two minicnn checkouts side by side: ``--minicnn old=/path/a,new=/path/b`` runs each as its own
 column, with its path first on the workers' PYTHONPATH, interleaved with the others; the ratios
-then compare each checkout with the first (issue 9's "within 5 %").
+then compare each checkout with the first (issue 9's "within 5 %"). On a shared VM whose speed
+drifts by 10-25 % over tens of seconds those per-process medians move by several per cent
+between runs of the same code; ``--turns ROUNDS`` adds, after the runs, short alternating turns
+of one persistent process per checkout (benchmarks/_turns.py), whose per-round ratios cancel
+the drift.
 
 BLAS: every run records NumPy's BLAS and the kernel it picked; the header measures the peak
 (a large float32 matrix product at 1 and 2 threads, in a process with the workers'
@@ -50,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _blas  # noqa: E402
 import _common  # noqa: E402
 import _model  # noqa: E402
+import _turns  # noqa: E402
 from _common import median  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "_workers.py"
@@ -112,6 +117,12 @@ def parse_args(argv=None, defaults=None, description=None):
                    help="benchmark these minicnn checkouts side by side instead of the one on "
                         "PYTHONPATH: each PATH (a repository root) goes first on its workers' "
                         "PYTHONPATH; columns 'minicnn:NAME'")
+    p.add_argument("--turns", type=int, default=0, metavar="ROUNDS",
+                   help="with several --minicnn checkouts: afterwards, ROUNDS rounds of short "
+                        "alternating turns, one persistent process per checkout (see "
+                        "benchmarks/_turns.py): ratios that the machine's drift cancels out of")
+    p.add_argument("--turn-steps", type=int, default=400,
+                   help="training steps per turn (default 400, ~3 s for the tutorial)")
     p.add_argument("--native-blas", action="store_true",
                    help="remove " + " and ".join(_blas.FORCING_VARS) + " from the workers' "
                         "environment, so OpenBLAS picks its own kernel for this CPU")
@@ -312,6 +323,18 @@ def run_worker(framework, seed, args, epochs=None, limit=None, profile=False):
     else:
         record["result"] = result
     return record
+
+
+def run_turns(args, columns):
+    """--turns: the checkouts `columns` in alternating turns (benchmarks/_turns.py) ->
+    summarize_turns's dict, with the per-round figures under 'raw'."""
+    envs = {column: worker_env(column, args)[0] for column in columns}
+    worker_args = ["--model", args.model, "--seed", str(args.seeds[0]), "--batch-size",
+                   str(args.batch_size), "--predict-batch-size", str(args.predict_batch_size)]
+    if args.limit:
+        worker_args += ["--limit", str(args.limit)]
+    raw = _turns.run_turns(envs, args.turns, args.turn_steps, args.python, worker_args)
+    return {**_turns.summarize_turns(raw), "raw": raw}
 
 
 def measure_peak(args):
@@ -729,6 +752,9 @@ def markdown_table(summary, ratios, meta):
     if failed:
         lines.append("")
         lines.append("Failed runs: " + ", ".join(failed) + " (see the JSON).")
+    if meta.get("turns"):
+        lines.append("")
+        lines.append(_turns.markdown(meta["turns"]))
     if ratios:
         lines.append("")
         lines.append("| ratio (targets of issues 5, 9 and 14) | value | target | met |")
@@ -739,6 +765,8 @@ def markdown_table(summary, ratios, meta):
                 value = f"{r['value']:+.2f}"
             elif "(%)" in r["name"]:
                 value = f"{r['value']:.1f}"
+            elif "interleaved" in r["name"]:
+                value = f"{r['value']:.3f}"
             else:
                 value = f"{r['value']:.2f}"
             note = f" ({r['note']})" if r.get("note") else ""
@@ -897,6 +925,9 @@ def main(argv=None, defaults=None, description=None):
     warmups, runs = run_all(args)
     report = build_report(args, machine, warmups, runs, created, peak=peak)
     minis = [f for f in args.frameworks if is_minicnn(f)]
+    if args.turns and len(minis) > 1:
+        report["turns"] = run_turns(args, minis)
+        report["ratios"] += _turns.turn_ratios(report["turns"], REGRESSION_TOLERANCE)
     if args.profile and minis:
         print(f"\nprofile run (untimed, not in the figures): {minis[0]}, 1 epoch, "
               "fit(profile=True)")

@@ -263,6 +263,53 @@ def test_two_checkouts_are_compared_with_the_first(bench_mnist):
     assert predict["value"] == pytest.approx(0.92) and predict["met"] is False  # 8 % slower
 
 
+def test_turn_ratios_are_medians_of_per_round_ratios(bench_mnist):
+    turns = load("_turns")
+    # FABRICATED: the machine slows down 2x in round 2; "new" is 4 % slower than "old" in
+    # every round. Ratios of the medians would mix the drift in; per-round ratios do not.
+    rounds = [{"old": {"step_ms": 5.0, "predict_images_per_s": 20000},
+               "new": {"step_ms": 5.2, "predict_images_per_s": 19000}},
+              {"old": {"step_ms": 10.0, "predict_images_per_s": 10000},
+               "new": {"step_ms": 10.4, "predict_images_per_s": 9500}},
+              {"old": {"step_ms": 5.0, "predict_images_per_s": 20000},
+               "new": {"step_ms": 5.4, "predict_images_per_s": 19000}}]
+    summary = turns.summarize_turns({"rounds": rounds, "steps": 100})
+    assert summary["columns"]["old"]["step_ms"] == 5.0
+    step = summary["ratios"]["new"]["step"]
+    assert step["median"] == pytest.approx(1.04) and step["max"] == pytest.approx(1.08)
+    assert summary["ratios"]["new"]["predict"]["median"] == pytest.approx(0.95)
+    rows = {r["name"]: r for r in turns.turn_ratios(summary, 0.05)}
+    row = rows["s/step, interleaved turns: new / old"]
+    assert row["met"] is True and "3 alternating turns of 100 steps" in row["note"]
+    assert rows["predict() throughput, interleaved turns: new / old"]["met"] is True
+    summary["ratios"]["new"]["step"]["median"] = 1.06
+    assert turns.turn_ratios(summary, 0.05)[0]["met"] is False
+    # The medians per column (5.4 / 5.0 = 1.08) are not what is judged.
+    assert "| ms per training step | 5.00 | 5.40 |" in turns.markdown(summary)
+
+
+def test_turns_alternate_two_persistent_workers_on_real_mnist(bench_mnist, mnist_dir, tmp_path,
+                                                              capsys):
+    # Two columns of this same checkout: the protocol end to end, no timing judged.
+    report = bench_mnist.main([
+        "--frameworks", "minicnn", "--minicnn", f"a={REPO_ROOT},b={REPO_ROOT}", "--epochs", "1",
+        "--seeds", "1", "--limit", "256", "--no-warmup", "--peak-size", "0", "--no-chart",
+        "--turns", "3", "--turn-steps", "4", "--out-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    rounds = report["turns"]["raw"]["rounds"]
+    assert len(rounds) == 3 and all(list(r) in (["minicnn:a", "minicnn:b"],
+                                                ["minicnn:b", "minicnn:a"]) for r in rounds)
+    assert list(rounds[1]) == ["minicnn:b", "minicnn:a"]  # the order alternates
+    for r in rounds:
+        for figures in r.values():
+            assert figures["step_ms"] > 0 and figures["predict_images_per_s"] > 0
+    names = [r["name"] for r in report["ratios"]]
+    assert "s/step, interleaved turns: minicnn:b / minicnn:a" in names
+    assert "Interleaved turns (3 rounds of 4 training steps" in out
+    saved = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert saved["turns"]["n_rounds"] == 3
+
+
 def test_efficiency_is_training_flops_per_second_over_the_peak(bench_mnist):
     record = fabricated_record("minicnn", 1, [4.0, 3.0, 2.0, 3.0], 1.0, 0.988, 200, 50000)
     record["result"].update(flops_per_image=13_081_872, train_images=60000)
