@@ -38,6 +38,8 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=None)
     args = p.parse_args(argv)
 
+    import numpy as np
+
     import minicnn
     from minicnn import callbacks, layers, models
 
@@ -56,10 +58,8 @@ def main(argv=None):
 
     def turn(steps):
         nonlocal offset
-        n = steps * args.batch_size
-        rows = [(offset + i) % len(x_train) for i in range(n)] if n > len(x_train) - offset \
-            else slice(offset, offset + n)
-        offset = (offset + n) % len(x_train)
+        rows = np.arange(offset, offset + steps * args.batch_size) % len(x_train)
+        offset = int(rows[-1] + 1) % len(x_train)
         x, y = x_train[rows], y_train[rows]
         clock = StepClock()
         clock.times = []
